@@ -1,0 +1,429 @@
+//! The resolved, fully checked form of a VM manifest: what the runtime consumes.
+//!
+//! Everything here has already passed both phases (syntax, then meaning). Values are concrete:
+//! defaults are filled in, paths are resolved against the manifest's directory, and the three
+//! standard channels are always present. The CLI also builds this form directly from flags,
+//! so every field is public and every type has a plain constructor.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default guest memory cap: enough for interpreters and ordinary C programs, small enough
+/// that hundreds of VMs fit in this machine's 24 GiB.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+/// Default CPU budget in fuel units (roughly one per wasm instruction): a few seconds of
+/// compute, so that an infinite loop ends by itself.
+pub const DEFAULT_FUEL: u64 = 10_000_000_000;
+/// Default wall-clock safety net; fuel is the deterministic limit, this catches the rest.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default size of the in-memory scratch filesystem at `/`.
+pub const DEFAULT_SCRATCH: u64 = 64 << 20;
+/// Default number of file descriptors a guest may hold open at once (stdio and preopens
+/// included), like a conservative `ulimit -n`.
+pub const DEFAULT_OPEN_FILES: u32 = 256;
+/// Default cap on bytes written through one channel, so an output flood stops by itself.
+pub const DEFAULT_WRITE_BYTES: u64 = 1 << 30;
+/// Default virtual clock step: ZeroVM advanced its clock by one microsecond per call.
+pub const DEFAULT_CLOCK_STEP_NS: u64 = 1_000;
+
+/// A resolved VM manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The program to run.
+    pub program: Program,
+    /// `argv[0]` as the guest sees it; defaults to the program's file name.
+    pub argv0: String,
+    /// `argv[1..]`.
+    pub args: Vec<String>,
+    /// The guest's environment, sorted by name.
+    pub env: BTreeMap<String, String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Declared channels, in declaration order; always contains `stdin`, `stdout` and
+    /// `stderr` (defaulted to the host's standard streams when not declared).
+    pub channels: Vec<Channel>,
+    /// Mounts, in declaration order.
+    pub mounts: Vec<Mount>,
+    /// Seed of the guest's random stream (`random_get`, `/dev/random`, `/dev/urandom`).
+    pub seed: u64,
+    /// The virtual clock.
+    pub clock: Clock,
+    /// Whether the report should carry an etag of the guest's final linear memory.
+    pub memory_etag: bool,
+}
+
+impl Manifest {
+    /// A manifest for `program` with every default and the host's stdio as the standard
+    /// channels: what `zvm run prog.wasm` starts from before applying flags.
+    pub fn for_program(path: impl Into<PathBuf>) -> Manifest {
+        let path = path.into();
+        let argv0 = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "main.wasm".to_string());
+        Manifest {
+            program: Program { path, hash: None },
+            argv0,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            channels: vec![
+                Channel::stdio(StdStream::Stdin),
+                Channel::stdio(StdStream::Stdout),
+                Channel::stdio(StdStream::Stderr),
+            ],
+            mounts: Vec::new(),
+            seed: 0,
+            clock: Clock::default(),
+            memory_etag: false,
+        }
+    }
+
+    /// The channel with this name, if declared.
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.name.as_str() == name)
+    }
+}
+
+/// The program of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// Path to the `.wasm` (or `.wat`) file, resolved against the manifest's directory.
+    pub path: PathBuf,
+    /// Optional pin: the run is refused if the program's content hash differs.
+    pub hash: Option<ContentHash>,
+}
+
+/// A BLAKE3 content hash, written `blake3:<64 hex digits>` in manifests and reports.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    /// Hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> ContentHash {
+        ContentHash(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Parses `blake3:<64 hex digits>` (the prefix is required).
+    pub fn parse(s: &str) -> Option<ContentHash> {
+        let hex = s.strip_prefix("blake3:")?;
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+            let s = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(s, 16).ok()?;
+        }
+        Some(ContentHash(out))
+    }
+
+    /// Lowercase hex digits without the prefix.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blake3:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Resource limits of one VM. Every field has a finite default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum linear memory in bytes (growth beyond it fails like an allocator failure).
+    pub memory: u64,
+    /// Deterministic CPU budget in fuel units.
+    pub fuel: u64,
+    /// Wall-clock safety net.
+    pub timeout: Duration,
+    /// Maximum bytes held by the in-memory scratch filesystem.
+    pub scratch: u64,
+    /// Maximum open file descriptors.
+    pub open_files: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory: DEFAULT_MEMORY,
+            fuel: DEFAULT_FUEL,
+            timeout: DEFAULT_TIMEOUT,
+            scratch: DEFAULT_SCRATCH,
+            open_files: DEFAULT_OPEN_FILES,
+        }
+    }
+}
+
+/// A channel's name: what follows `/dev/` in the guest. One or more `/`-separated
+/// components of `[A-Za-z0-9._-]`, none of them `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(String);
+
+impl ChannelName {
+    /// Longest accepted name, in bytes.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates `name`; the error says what is wrong with it.
+    pub fn new(name: &str) -> Result<ChannelName, String> {
+        let name = name.strip_prefix("/dev/").unwrap_or(name);
+        if name.is_empty() {
+            return Err("channel name is empty".into());
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(format!(
+                "channel name is longer than {} bytes",
+                Self::MAX_LEN
+            ));
+        }
+        for comp in name.split('/') {
+            if comp.is_empty() || comp == "." || comp == ".." {
+                return Err(format!("channel name `{name}` has an empty, `.` or `..` component"));
+            }
+            if let Some(c) = comp
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            {
+                return Err(format!(
+                    "channel name `{name}` contains `{c}`; use letters, digits, `.`, `_`, `-` and `/`"
+                ));
+            }
+        }
+        Ok(ChannelName(name.to_string()))
+    }
+
+    /// The name without the `/dev/` prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path the guest opens: `/dev/<name>`.
+    pub fn guest_path(&self) -> String {
+        format!("/dev/{}", self.0)
+    }
+
+    /// Which standard stream this name is, if any.
+    pub fn std_stream(&self) -> Option<StdStream> {
+        match self.0.as_str() {
+            "stdin" => Some(StdStream::Stdin),
+            "stdout" => Some(StdStream::Stdout),
+            "stderr" => Some(StdStream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The host's standard streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StdStream {
+    Stdin,
+    Stdout,
+    Stderr,
+}
+
+impl StdStream {
+    /// `stdin`, `stdout` or `stderr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StdStream::Stdin => "stdin",
+            StdStream::Stdout => "stdout",
+            StdStream::Stderr => "stderr",
+        }
+    }
+
+    /// The guest file descriptor this stream has (0, 1 or 2).
+    pub fn fd(self) -> u32 {
+        match self {
+            StdStream::Stdin => 0,
+            StdStream::Stdout => 1,
+            StdStream::Stderr => 2,
+        }
+    }
+}
+
+/// One declared I/O channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub name: ChannelName,
+    pub source: ChannelSource,
+    pub mode: AccessMode,
+    pub quota: Quota,
+}
+
+impl Channel {
+    /// A standard channel bound to the host's stream of the same name, default quotas.
+    pub fn stdio(stream: StdStream) -> Channel {
+        Channel {
+            name: ChannelName(stream.name().to_string()),
+            source: ChannelSource::Stdio(stream),
+            mode: match stream {
+                StdStream::Stdin => AccessMode::SequentialRead,
+                _ => AccessMode::SequentialWrite,
+            },
+            quota: Quota::default(),
+        }
+    }
+}
+
+/// Where a channel's bytes come from or go to on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelSource {
+    /// A host file, resolved against the manifest's directory.
+    File(PathBuf),
+    /// One of the host's standard streams.
+    Stdio(StdStream),
+    /// Nothing: reads see end of file, writes are discarded (still counted and hashed).
+    Null,
+}
+
+/// How the guest may use a channel; covers ZeroVM's four channel types and both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessMode {
+    /// `read`: sequential reads only (ZeroVM type 0/2, readable).
+    SequentialRead,
+    /// `random-read`: reads at any offset (ZeroVM type 1/3, readable).
+    RandomRead,
+    /// `write`: sequential writes only; the output starts empty (ZeroVM type 0/1, writable).
+    SequentialWrite,
+    /// `random-write`: writes at any offset; the output starts empty (ZeroVM type 2/3).
+    RandomWrite,
+    /// `append`: writes go to the end of the existing content.
+    Append,
+    /// `read-write`: reads and writes at any offset over the existing content.
+    ReadWrite,
+}
+
+impl AccessMode {
+    /// All modes with their manifest spelling.
+    pub const ALL: [(AccessMode, &'static str); 6] = [
+        (AccessMode::SequentialRead, "read"),
+        (AccessMode::RandomRead, "random-read"),
+        (AccessMode::SequentialWrite, "write"),
+        (AccessMode::RandomWrite, "random-write"),
+        (AccessMode::Append, "append"),
+        (AccessMode::ReadWrite, "read-write"),
+    ];
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(m, _)| *m == self).map(|(_, s)| *s).unwrap_or("?")
+    }
+
+    /// Parses the manifest spelling.
+    pub fn parse(s: &str) -> Option<AccessMode> {
+        Self::ALL.iter().find(|(_, n)| *n == s).map(|(m, _)| *m)
+    }
+
+    pub fn can_read(self) -> bool {
+        matches!(
+            self,
+            AccessMode::SequentialRead | AccessMode::RandomRead | AccessMode::ReadWrite
+        )
+    }
+
+    pub fn can_write(self) -> bool {
+        !matches!(self, AccessMode::SequentialRead | AccessMode::RandomRead)
+    }
+
+    /// Whether the guest may seek or use positioned reads/writes.
+    pub fn can_seek(self) -> bool {
+        matches!(
+            self,
+            AccessMode::RandomRead | AccessMode::RandomWrite | AccessMode::ReadWrite
+        )
+    }
+
+    /// Whether the output starts from the existing content of its file (else it starts empty).
+    pub fn keeps_content(self) -> bool {
+        matches!(self, AccessMode::Append | AccessMode::ReadWrite)
+    }
+}
+
+/// ZeroVM's four channel quotas. `u64::MAX` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    /// Read calls.
+    pub reads: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Write calls.
+    pub writes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota {
+            reads: u64::MAX,
+            read_bytes: u64::MAX,
+            writes: u64::MAX,
+            write_bytes: DEFAULT_WRITE_BYTES,
+        }
+    }
+}
+
+/// Something mounted into the guest's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The guest path as the user wrote it (`/data`, `data`, `.`, `/`); the guest sees it as a
+    /// preopened directory of this name.
+    pub guest: String,
+    pub source: MountSource,
+}
+
+impl Mount {
+    /// The normalised absolute guest path: `.` and `` become `/`, relative paths are taken
+    /// from `/`, `.` components and trailing slashes removed. `..` is refused at parse time.
+    pub fn guest_abs(&self) -> String {
+        let parts: Vec<&str> = self
+            .guest
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        format!("/{}", parts.join("/"))
+    }
+}
+
+/// What a mount shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// A read-only tar image (plain or gzip).
+    Image(PathBuf),
+    /// A host directory, read-only unless `writable`.
+    Dir { path: PathBuf, writable: bool },
+}
+
+/// The virtual clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// Realtime clock at the start of the run, in nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// How far every clock read advances the clocks, in nanoseconds.
+    pub step_ns: u64,
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock {
+            start_ns: 0,
+            step_ns: DEFAULT_CLOCK_STEP_NS,
+        }
+    }
+}
