@@ -1,1 +1,641 @@
-//! placeholder
+//! Channels: the only way bytes enter or leave a VM.
+//!
+//! A [`ChannelHandle`] is one declared channel of one running VM. It owns the host side
+//! (a file, a host standard stream, a caller-supplied reader or writer, or nothing), enforces
+//! the channel's access mode and ZeroVM's four quotas, counts every call and byte, and hashes
+//! every byte that passes into the channel's etag. Output files are staged: the guest writes
+//! into a temporary file beside the destination, which replaces the destination only when the
+//! run is committed ([`ChannelHandle::finish`] with `commit = true`); otherwise, and when a
+//! handle is dropped without finishing, the temporary file is removed and the destination is
+//! untouched. No partial output is ever left behind.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Quota, StdStream};
+
+/// Which of the four quotas a call ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaKind {
+    Reads,
+    ReadBytes,
+    Writes,
+    WriteBytes,
+}
+
+impl QuotaKind {
+    /// The manifest key of this quota.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaKind::Reads => "reads",
+            QuotaKind::ReadBytes => "read_bytes",
+            QuotaKind::Writes => "writes",
+            QuotaKind::WriteBytes => "write_bytes",
+        }
+    }
+}
+
+impl fmt::Display for QuotaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a channel call failed. The WASI host maps each to an errno.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// A quota is used up (EDQUOT).
+    #[error("channel `{channel}`: quota `{quota}` exceeded")]
+    Quota { channel: String, quota: QuotaKind },
+    /// The mode does not allow this direction (EBADF).
+    #[error("channel `{0}` is not open for this direction")]
+    Direction(String),
+    /// The mode does not allow seeking or positioned I/O (ESPIPE).
+    #[error("channel `{0}` is sequential")]
+    NotSeekable(String),
+    /// The host side failed.
+    #[error("channel `{channel}`: {source}")]
+    Io {
+        channel: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Errors setting a channel up or committing it: these name the host file.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("channel `{channel}`: cannot open `{path}`: {source}")]
+    Open {
+        channel: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("channel `{channel}`: cannot stage output next to `{path}`: {source}")]
+    Stage {
+        channel: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("channel `{channel}`: cannot commit output `{path}`: {source}")]
+    Commit {
+        channel: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Counters of one channel: ZeroVM's four accounting numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub reads: u64,
+    pub read_bytes: u64,
+    pub writes: u64,
+    pub write_bytes: u64,
+}
+
+/// What a finished channel reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub name: String,
+    pub mode: AccessMode,
+    /// BLAKE3 of every byte through the channel, in call order, as lowercase hex.
+    pub etag: String,
+    pub counters: Counters,
+    /// The first quota the guest ran into, if any.
+    pub quota_hit: Option<QuotaKind>,
+    /// The host file the channel committed to, if it was an output file.
+    pub committed: Option<PathBuf>,
+}
+
+/// A caller-supplied host side, for embedding (capturing output, feeding input from memory).
+pub enum Endpoint {
+    Reader(Box<dyn Read + Send>),
+    Writer(Box<dyn Write + Send>),
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Reader(_) => f.write_str("Endpoint::Reader"),
+            Endpoint::Writer(_) => f.write_str("Endpoint::Writer"),
+        }
+    }
+}
+
+enum Backend {
+    /// A host file read in place (input channels).
+    File(File),
+    /// An output file being written into `staged`, to replace `dest` on commit.
+    Staged(Staged),
+    Stdin,
+    Stdout,
+    Stderr,
+    Reader(Box<dyn Read + Send>),
+    Writer(Box<dyn Write + Send>),
+    Null,
+}
+
+struct Staged {
+    file: File,
+    temp: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            // Nothing useful can be done if removal fails; the name is unique to this run.
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// One channel of one running VM.
+pub struct ChannelHandle {
+    name: ChannelName,
+    mode: AccessMode,
+    quota: Quota,
+    backend: Backend,
+    pos: u64,
+    counters: Counters,
+    hasher: blake3::Hasher,
+    quota_hit: Option<QuotaKind>,
+}
+
+impl fmt::Debug for ChannelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelHandle")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelHandle {
+    /// Opens the host side of `channel`. Input files must exist; output files are staged
+    /// in a fresh temporary file in the destination's directory.
+    pub fn open(channel: &Channel) -> Result<ChannelHandle, SetupError> {
+        let backend = match &channel.source {
+            ChannelSource::Stdio(StdStream::Stdin) => Backend::Stdin,
+            ChannelSource::Stdio(StdStream::Stdout) => Backend::Stdout,
+            ChannelSource::Stdio(StdStream::Stderr) => Backend::Stderr,
+            ChannelSource::Null => Backend::Null,
+            ChannelSource::File(path) if !channel.mode.can_write() => {
+                let file = File::open(path).map_err(|source| SetupError::Open {
+                    channel: channel.name.to_string(),
+                    path: path.clone(),
+                    source,
+                })?;
+                if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                    return Err(SetupError::Open {
+                        channel: channel.name.to_string(),
+                        path: path.clone(),
+                        source: io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
+                    });
+                }
+                Backend::File(file)
+            }
+            ChannelSource::File(path) => Backend::Staged(stage(channel, path)?),
+        };
+        Ok(Self::with_backend(channel, backend))
+    }
+
+    /// A channel whose host side is supplied by the embedder.
+    pub fn with_endpoint(channel: &Channel, endpoint: Endpoint) -> ChannelHandle {
+        let backend = match endpoint {
+            Endpoint::Reader(r) => Backend::Reader(r),
+            Endpoint::Writer(w) => Backend::Writer(w),
+        };
+        Self::with_backend(channel, backend)
+    }
+
+    fn with_backend(channel: &Channel, backend: Backend) -> ChannelHandle {
+        let pos = match (&backend, channel.mode) {
+            // Append mode writes after the existing content.
+            (Backend::Staged(s), AccessMode::Append) => s.file.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        };
+        ChannelHandle {
+            name: channel.name.clone(),
+            mode: channel.mode,
+            quota: channel.quota,
+            backend,
+            pos,
+            counters: Counters::default(),
+            hasher: blake3::Hasher::new(),
+            quota_hit: None,
+        }
+    }
+
+    pub fn name(&self) -> &ChannelName {
+        &self.name
+    }
+
+    pub fn mode(&self) -> AccessMode {
+        self.mode
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The first quota the guest ran into, if any.
+    pub fn quota_hit(&self) -> Option<QuotaKind> {
+        self.quota_hit
+    }
+
+    /// Whether the channel is backed by a host stream (not seekable, no size).
+    pub fn is_stream(&self) -> bool {
+        !matches!(self.backend, Backend::File(_) | Backend::Staged(_))
+    }
+
+    /// The current size of the channel's content, for files; 0 for streams.
+    pub fn size(&self) -> u64 {
+        let meta = match &self.backend {
+            Backend::File(f) => f.metadata(),
+            Backend::Staged(s) => s.file.metadata(),
+            _ => return 0,
+        };
+        meta.map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The sequential position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Moves the sequential position (random-access modes only).
+    pub fn set_position(&mut self, pos: u64) -> Result<(), ChannelError> {
+        if !self.mode.can_seek() || self.is_stream() {
+            return Err(ChannelError::NotSeekable(self.name.to_string()));
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
+    fn quota_error(&mut self, quota: QuotaKind) -> ChannelError {
+        self.quota_hit.get_or_insert(quota);
+        ChannelError::Quota {
+            channel: self.name.to_string(),
+            quota,
+        }
+    }
+
+    fn io_error(&self, source: io::Error) -> ChannelError {
+        ChannelError::Io {
+            channel: self.name.to_string(),
+            source,
+        }
+    }
+
+    /// Reads at the sequential position (or from the stream).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ChannelError> {
+        let n = self.read_inner(buf, None)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Reads at `offset` without moving the position (random-access modes only).
+    pub fn pread(&mut self, buf: &mut [u8], offset: u64) -> Result<usize, ChannelError> {
+        if !self.mode.can_seek() || self.is_stream() {
+            return Err(ChannelError::NotSeekable(self.name.to_string()));
+        }
+        self.read_inner(buf, Some(offset))
+    }
+
+    fn read_inner(&mut self, buf: &mut [u8], at: Option<u64>) -> Result<usize, ChannelError> {
+        if !self.mode.can_read() {
+            return Err(ChannelError::Direction(self.name.to_string()));
+        }
+        if self.counters.reads >= self.quota.reads {
+            return Err(self.quota_error(QuotaKind::Reads));
+        }
+        let left = self.quota.read_bytes - self.counters.read_bytes;
+        let want = (buf.len() as u64).min(left) as usize;
+        if want == 0 && !buf.is_empty() {
+            // The byte quota is used up. At the end of a file that is end of file, not an
+            // error: a quota equal to the input's size must let the guest see EOF.
+            if let Some(size) = self.file_size() {
+                if at.unwrap_or(self.pos) >= size {
+                    self.counters.reads += 1;
+                    return Ok(0);
+                }
+            }
+            return Err(self.quota_error(QuotaKind::ReadBytes));
+        }
+        let pos = at.unwrap_or(self.pos);
+        let buf = &mut buf[..want];
+        let result = match &mut self.backend {
+            Backend::File(f) => f.read_at(buf, pos),
+            Backend::Staged(s) => s.file.read_at(buf, pos),
+            Backend::Stdin => io::stdin().lock().read(buf),
+            Backend::Reader(r) => r.read(buf),
+            Backend::Null => Ok(0),
+            Backend::Stdout | Backend::Stderr | Backend::Writer(_) => {
+                return Err(ChannelError::Direction(self.name.to_string()));
+            }
+        };
+        let n = result.map_err(|e| self.io_error(e))?;
+        self.counters.reads += 1;
+        self.counters.read_bytes += n as u64;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn file_size(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::File(_) | Backend::Staged(_) => Some(self.size()),
+            Backend::Null => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Writes at the sequential position (or to the stream); append mode always writes at
+    /// the end.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, ChannelError> {
+        if self.mode == AccessMode::Append {
+            self.pos = self.size();
+        }
+        let n = self.write_inner(data, None)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Writes at `offset` without moving the position (random-access modes only).
+    pub fn pwrite(&mut self, data: &[u8], offset: u64) -> Result<usize, ChannelError> {
+        if !self.mode.can_seek() || self.is_stream() {
+            return Err(ChannelError::NotSeekable(self.name.to_string()));
+        }
+        self.write_inner(data, Some(offset))
+    }
+
+    fn write_inner(&mut self, data: &[u8], at: Option<u64>) -> Result<usize, ChannelError> {
+        if !self.mode.can_write() {
+            return Err(ChannelError::Direction(self.name.to_string()));
+        }
+        if self.counters.writes >= self.quota.writes {
+            return Err(self.quota_error(QuotaKind::Writes));
+        }
+        let left = self.quota.write_bytes - self.counters.write_bytes;
+        let take = (data.len() as u64).min(left) as usize;
+        if take == 0 && !data.is_empty() {
+            return Err(self.quota_error(QuotaKind::WriteBytes));
+        }
+        let data = &data[..take];
+        let pos = at.unwrap_or(self.pos);
+        let result = match &mut self.backend {
+            Backend::Staged(s) => s.file.write_all_at(data, pos).map(|()| data.len()),
+            Backend::Stdout => io::stdout().lock().write_all(data).map(|()| data.len()),
+            Backend::Stderr => io::stderr().lock().write_all(data).map(|()| data.len()),
+            Backend::Writer(w) => w.write_all(data).map(|()| data.len()),
+            Backend::Null => Ok(data.len()),
+            Backend::File(_) | Backend::Stdin | Backend::Reader(_) => {
+                return Err(ChannelError::Direction(self.name.to_string()));
+            }
+        };
+        let n = result.map_err(|e| self.io_error(e))?;
+        self.counters.writes += 1;
+        self.counters.write_bytes += n as u64;
+        self.hasher.update(&data[..n]);
+        Ok(n)
+    }
+
+    /// Sets the size of a random-access output (ftruncate).
+    pub fn set_size(&mut self, size: u64) -> Result<(), ChannelError> {
+        match &self.backend {
+            Backend::Staged(s) if self.mode.can_seek() => {
+                s.file.set_len(size).map_err(|e| self.io_error(e))
+            }
+            _ => Err(ChannelError::NotSeekable(self.name.to_string())),
+        }
+    }
+
+    /// Flushes host buffers of stream outputs.
+    pub fn flush(&mut self) -> Result<(), ChannelError> {
+        let result = match &mut self.backend {
+            Backend::Stdout => io::stdout().flush(),
+            Backend::Stderr => io::stderr().flush(),
+            Backend::Writer(w) => w.flush(),
+            _ => Ok(()),
+        };
+        result.map_err(|e| self.io_error(e))
+    }
+
+    /// Ends the channel. With `commit`, a staged output replaces its destination (after
+    /// fsync, by an atomic rename); without, the staged file is removed.
+    pub fn finish(mut self, commit: bool) -> Result<ChannelSummary, SetupError> {
+        // A flush failure of a host stream cannot be reported to the guest any more; the run
+        // summary still stands.
+        let _ = self.flush();
+        let mut committed = None;
+        if let Backend::Staged(staged) = &mut self.backend {
+            if commit {
+                let commit_err = |source| SetupError::Commit {
+                    channel: self.name.to_string(),
+                    path: staged.dest.clone(),
+                    source,
+                };
+                staged.file.sync_all().map_err(commit_err)?;
+                std::fs::rename(&staged.temp, &staged.dest).map_err(commit_err)?;
+                staged.done = true;
+                if let Some(dir) = staged.dest.parent() {
+                    // Make the rename itself durable; a failure here leaves the new content
+                    // in place, so it is not an error of the run.
+                    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                    if let Ok(d) = File::open(dir) {
+                        let _ = d.sync_all();
+                    }
+                }
+                committed = Some(staged.dest.clone());
+            }
+        }
+        Ok(ChannelSummary {
+            name: self.name.to_string(),
+            mode: self.mode,
+            etag: self.hasher.finalize().to_hex().to_string(),
+            counters: self.counters,
+            quota_hit: self.quota_hit,
+            committed,
+        })
+    }
+}
+
+/// Creates the temporary file an output is written into: in the destination's directory (so
+/// the commit is a same-filesystem rename), hidden, and unique to this process and call.
+fn stage(channel: &Channel, dest: &Path) -> Result<Staged, SetupError> {
+    let stage_err = |source| SetupError::Stage {
+        channel: channel.name.to_string(),
+        path: dest.to_path_buf(),
+        source,
+    };
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = dest
+        .file_name()
+        .ok_or_else(|| stage_err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
+    if dest.is_dir() {
+        return Err(stage_err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "is a directory",
+        )));
+    }
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".zvm-");
+    let named = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(stage_err)?;
+    let (file, temp) = named.keep().map_err(|e| stage_err(e.error))?;
+    // From here on, dropping `staged` removes the temporary file.
+    let staged = Staged {
+        file,
+        temp,
+        dest: dest.to_path_buf(),
+        done: false,
+    };
+    if channel.mode.keeps_content() {
+        match File::open(dest) {
+            Ok(mut src) => {
+                io::copy(&mut src, &mut &staged.file).map_err(stage_err)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(stage_err(e)),
+        }
+    }
+    Ok(staged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chan(name: &str, path: &Path, mode: AccessMode, quota: Quota) -> Channel {
+        Channel {
+            name: ChannelName::new(name).unwrap(),
+            source: ChannelSource::File(path.to_path_buf()),
+            mode,
+            quota,
+        }
+    }
+
+    fn unlimited() -> Quota {
+        Quota {
+            reads: u64::MAX,
+            read_bytes: u64::MAX,
+            writes: u64::MAX,
+            write_bytes: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn output_is_invisible_until_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.txt");
+        let mut h = ChannelHandle::open(&chan("output", &out, AccessMode::SequentialWrite, unlimited())).unwrap();
+        h.write(b"hello").unwrap();
+        assert!(!out.exists());
+        let s = h.finish(true).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+        assert_eq!(s.etag, blake3::hash(b"hello").to_hex().to_string());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no stray files");
+    }
+
+    #[test]
+    fn aborted_and_dropped_outputs_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.txt");
+        std::fs::write(&out, b"old").unwrap();
+        let mut h = ChannelHandle::open(&chan("output", &out, AccessMode::SequentialWrite, unlimited())).unwrap();
+        h.write(b"new").unwrap();
+        h.finish(false).unwrap();
+        let mut h = ChannelHandle::open(&chan("output", &out, AccessMode::SequentialWrite, unlimited())).unwrap();
+        h.write(b"new").unwrap();
+        drop(h);
+        assert_eq!(std::fs::read(&out).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no stray files");
+    }
+
+    #[test]
+    fn append_keeps_content_and_writes_at_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("log");
+        std::fs::write(&out, b"one\n").unwrap();
+        let mut h = ChannelHandle::open(&chan("log", &out, AccessMode::Append, unlimited())).unwrap();
+        h.write(b"two\n").unwrap();
+        h.finish(true).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn quotas_fail_with_the_quota_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, b"0123456789").unwrap();
+        let q = Quota { read_bytes: 4, ..unlimited() };
+        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let mut buf = [0u8; 3];
+        assert_eq!(h.read(&mut buf).unwrap(), 3);
+        assert_eq!(h.read(&mut buf).unwrap(), 1);
+        match h.read(&mut buf) {
+            Err(ChannelError::Quota { quota: QuotaKind::ReadBytes, .. }) => {}
+            other => panic!("expected read_bytes quota, got {other:?}"),
+        }
+        assert_eq!(h.quota_hit(), Some(QuotaKind::ReadBytes));
+
+        let q = Quota { reads: 1, ..unlimited() };
+        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        h.read(&mut buf).unwrap();
+        assert!(matches!(h.read(&mut buf), Err(ChannelError::Quota { quota: QuotaKind::Reads, .. })));
+
+        let out = dir.path().join("out");
+        let q = Quota { writes: 2, ..unlimited() };
+        let mut h = ChannelHandle::open(&chan("o", &out, AccessMode::SequentialWrite, q)).unwrap();
+        h.write(b"a").unwrap();
+        h.write(b"b").unwrap();
+        assert!(matches!(h.write(b"c"), Err(ChannelError::Quota { quota: QuotaKind::Writes, .. })));
+        let q = Quota { write_bytes: 3, ..unlimited() };
+        let mut h = ChannelHandle::open(&chan("o", &out, AccessMode::SequentialWrite, q)).unwrap();
+        assert_eq!(h.write(b"abcd").unwrap(), 3);
+        assert!(matches!(h.write(b"d"), Err(ChannelError::Quota { quota: QuotaKind::WriteBytes, .. })));
+    }
+
+    #[test]
+    fn byte_quota_equal_to_size_still_sees_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, b"abc").unwrap();
+        let q = Quota { read_bytes: 3, ..unlimited() };
+        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(h.read(&mut buf).unwrap(), 3);
+        assert_eq!(h.read(&mut buf).unwrap(), 0);
+        assert_eq!(h.quota_hit(), None);
+    }
+
+    #[test]
+    fn sequential_channels_refuse_seeks_and_wrong_direction() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, b"abc").unwrap();
+        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, unlimited())).unwrap();
+        assert!(matches!(h.set_position(1), Err(ChannelError::NotSeekable(_))));
+        assert!(matches!(h.pread(&mut [0; 1], 0), Err(ChannelError::NotSeekable(_))));
+        assert!(matches!(h.write(b"x"), Err(ChannelError::Direction(_))));
+        let missing = dir.path().join("missing");
+        let err = ChannelHandle::open(&chan("input", &missing, AccessMode::SequentialRead, unlimited())).unwrap_err();
+        assert!(err.to_string().contains("cannot open"), "{err}");
+    }
+}
