@@ -1,1 +1,49 @@
-fn main() {}
+//! The `zvm` binary: parses the command line and hands each subcommand to its module.
+//!
+//! Exit codes are decided in one place, [`exit`], and documented in `docs/exit-codes.md`.
+
+mod compile;
+mod exit;
+mod run;
+mod validate;
+
+use clap::{Parser, Subcommand};
+
+/// zvm: run WebAssembly programs in disposable, deterministic sandboxes that see only the
+/// channels their manifest declares.
+#[derive(Debug, Parser)]
+#[command(name = "zvm", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log verbosity (error, warn, info, debug, trace); also read from `ZVM_LOG`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+    Validate(validate::ValidateArgs),
+    Compile(compile::CompileArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("ZVM_LOG").ok())
+        .unwrap_or_else(|| "warn".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let code = match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Validate(args) => validate::main(args),
+        Command::Compile(args) => compile::main(args),
+    };
+    std::process::exit(code);
+}

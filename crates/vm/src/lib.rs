@@ -1,1 +1,523 @@
-//! placeholder
+//! One disposable VM: the engine profile, module policy, compile cache, WASI host, limits,
+//! accounting and the report.
+//!
+//! # A guided tour
+//!
+//! * A [`Runtime`] is long-lived: it holds the wasmtime engine (configured for determinism:
+//!   fuel, canonical NaNs, deterministic relaxed SIMD, no threads), the linker with zvm's own
+//!   WASI preview1 host ([`wasi`]), the on-disk compile cache and the epoch ticker that
+//!   enforces wall-clock timeouts.
+//! * [`Runtime::load`] turns program bytes into a [`Program`]: validated, checked against
+//!   zvm's policy ([`policy`]), compiled (or loaded from the cache) and pre-linked
+//!   (`InstancePre`), ready to be instantiated many times.
+//! * [`Program::run`] is one VM: it opens the manifest's channels, builds the guest's world
+//!   ([`zvm_fs::Fs`]), instantiates, runs `_start` under fuel, memory and time limits, decides
+//!   whether the outputs commit, and returns the [`Report`]. A guest can make a run fail in
+//!   any way it likes; it cannot make `run` panic or return an error: guest failures are
+//!   states in the report. `run` errs only when the VM cannot be set up (a missing input file,
+//!   a bad mount), which is the manifest's or host's fault, not the guest's.
+
+pub mod cache;
+pub mod policy;
+pub mod report;
+pub mod wasi;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Config, Engine, InstancePre, Linker, Memory, Module, Store};
+use zvm_channel::{ChannelHandle, Endpoint};
+use zvm_fs::{Fs, WorldConfig};
+use zvm_manifest::{ContentHash, Manifest};
+
+pub use report::{ChannelReport, Report, State, Validation};
+
+/// How often the engine's epoch advances; the wall-clock timeout is counted in these ticks,
+/// so a timeout is enforced to within about this much.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Largest program accepted, so that a hostile upload cannot make the compiler use
+/// unbounded memory and time. Real programs (CPython is ~25 MiB) fit well within it.
+pub const MAX_PROGRAM_BYTES: u64 = 64 << 20;
+
+/// Largest table a guest may grow, in elements: generous for C function-pointer tables.
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Largest wasm call stack, in bytes: deep enough for recursive programs, bounded so that
+/// runaway recursion traps cleanly.
+pub const MAX_WASM_STACK: usize = 2 << 20;
+
+/// Frames kept in a trap's backtrace: enough to see where a program failed without
+/// letting deep recursion produce megabytes of report.
+pub const MAX_BACKTRACE_FRAMES: usize = 64;
+
+/// Errors of the runtime: everything that stops a VM from being set up or started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read program `{path}`: {source}")]
+    ReadProgram {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("program `{path}` is {size} bytes, more than the {max}-byte limit")]
+    ProgramTooLarge { path: PathBuf, size: u64, max: u64 },
+    #[error("program `{path}` has hash {actual}, but the manifest pins {expected}")]
+    HashMismatch {
+        path: PathBuf,
+        expected: ContentHash,
+        actual: ContentHash,
+    },
+    /// The module is not valid wasm, or zvm's policy refuses it.
+    #[error("program `{path}` refused: {reason}")]
+    Refused {
+        path: PathBuf,
+        hash: ContentHash,
+        reason: String,
+    },
+    #[error(transparent)]
+    Setup(#[from] zvm_fs::SetupError),
+    #[error(transparent)]
+    Channel(#[from] zvm_channel::SetupError),
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+impl Error {
+    fn engine(e: impl std::fmt::Display) -> Error {
+        Error::Engine(e.to_string())
+    }
+}
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Where compiled programs are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What each VM's store holds: the guest's world plus per-run bookkeeping.
+pub struct VmState {
+    pub(crate) fs: Fs,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<String>,
+    pub(crate) memory: Option<Memory>,
+    limiter: Limiter,
+}
+
+/// Enforces the memory and table limits and records what the guest asked for.
+struct Limiter {
+    memory_limit: usize,
+    peak_memory: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.peak_memory = self.peak_memory.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        // Tables are bounded by their element count; several small ones are harmless.
+        16
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the runtime is dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn start(engine: &Engine) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, flag) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("zvm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Ticker { stop }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A long-lived runtime: engine, linker, cache. Cheap to share across threads.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<VmState>,
+    cache: Option<cache::ModuleCache>,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// The engine profile: everything that makes a run deterministic and bounded.
+pub fn engine_config() -> Config {
+    let mut c = Config::new();
+    c.consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        // Wasm threads are refused by construction: wasmtime's `threads` feature is not compiled
+        // in, so the validator rejects shared memories and atomics.
+        .shared_memory(false)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(MAX_BACKTRACE_FRAMES))
+        .max_wasm_stack(MAX_WASM_STACK);
+    c
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, Error> {
+        let engine = Engine::new(&engine_config()).map_err(Error::engine)?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(Error::engine)?;
+        let cache = config
+            .cache_dir
+            .map(|dir| cache::ModuleCache::new(dir, &engine));
+        Ok(Runtime {
+            _ticker: Ticker::start(&engine),
+            engine,
+            linker,
+            cache,
+        })
+    }
+
+    /// The default cache directory: `$ZVM_CACHE_DIR`, else `$XDG_CACHE_HOME/zvm`, else
+    /// `$HOME/.cache/zvm`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("ZVM_CACHE_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(d).join("zvm"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("zvm"))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, checks and prepares the program at `path`.
+    pub fn load_file(&self, path: &Path, pin: Option<ContentHash>) -> Result<Program, Error> {
+        let read_err = |source| Error::ReadProgram {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_PROGRAM_BYTES {
+            return Err(Error::ProgramTooLarge {
+                path: path.to_path_buf(),
+                size,
+                max: MAX_PROGRAM_BYTES,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        self.load(path, &bytes, pin)
+    }
+
+    /// Checks and prepares a program from its bytes (wasm binary, or wat text).
+    pub fn load(&self, path: &Path, bytes: &[u8], pin: Option<ContentHash>) -> Result<Program, Error> {
+        let hash = ContentHash::of(bytes);
+        if let Some(expected) = pin {
+            if expected != hash {
+                return Err(Error::HashMismatch {
+                    path: path.to_path_buf(),
+                    expected,
+                    actual: hash,
+                });
+            }
+        }
+        let refused = |reason: String| Error::Refused {
+            path: path.to_path_buf(),
+            hash,
+            reason,
+        };
+        if bytes.len() as u64 > MAX_PROGRAM_BYTES {
+            return Err(refused(format!("larger than the {MAX_PROGRAM_BYTES}-byte limit")));
+        }
+        let cached = self.cache.as_ref().and_then(|c| c.get(&self.engine, &hash));
+        let (module, validation) = match cached {
+            Some(module) => (module, Validation::Cached),
+            None => {
+                let binary = if bytes.starts_with(b"\0asm") {
+                    std::borrow::Cow::Borrowed(bytes)
+                } else {
+                    // Text format, for hand-written programs; wasm validation follows.
+                    let text = std::str::from_utf8(bytes)
+                        .map_err(|_| refused("not a wasm module (no `\\0asm` header, and not wat text)".into()))?;
+                    std::borrow::Cow::Owned(
+                        wat::parse_str(text).map_err(|e| refused(format!("not a wasm module: {e}")))?,
+                    )
+                };
+                policy::check_binary(&binary).map_err(refused)?;
+                let module = Module::from_binary(&self.engine, &binary)
+                    .map_err(|e| refused(format!("{e:#}")))?;
+                (module, Validation::Compiled)
+            }
+        };
+        policy::check_module(&module).map_err(refused)?;
+        if validation == Validation::Compiled {
+            if let Some(cache) = &self.cache {
+                // A cache that cannot be written only costs speed next time.
+                if let Err(e) = cache.put(&hash, &module) {
+                    tracing::debug!("compile cache: {e}");
+                }
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| refused(format!("{e:#}")))?;
+        Ok(Program {
+            path: path.to_path_buf(),
+            hash,
+            validation,
+            pre,
+        })
+    }
+}
+
+/// A validated, compiled and pre-linked program, ready to run many times.
+pub struct Program {
+    path: PathBuf,
+    hash: ContentHash,
+    validation: Validation,
+    pre: InstancePre<VmState>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .field("validation", &self.validation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Host-side endpoints that replace channels' manifest sources for one run (embedding:
+/// feed stdin from memory, capture stdout).
+#[derive(Debug, Default)]
+pub struct RunIo {
+    pub endpoints: Vec<(String, Endpoint)>,
+}
+
+impl RunIo {
+    /// Binds channel `name` to `endpoint` for this run.
+    pub fn bind(mut self, name: &str, endpoint: Endpoint) -> RunIo {
+        self.endpoints.push((name.to_string(), endpoint));
+        self
+    }
+}
+
+impl Program {
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
+
+    pub fn validation(&self) -> Validation {
+        self.validation
+    }
+
+    /// Runs one VM. See the crate documentation for what is an error and what is a state.
+    pub fn run(&self, manifest: &Manifest, mut io: RunIo) -> Result<Report, Error> {
+        let started = Instant::now();
+        let mut channels = Vec::with_capacity(manifest.channels.len());
+        for ch in &manifest.channels {
+            let custom = io
+                .endpoints
+                .iter()
+                .position(|(n, _)| n == ch.name.as_str())
+                .map(|i| io.endpoints.swap_remove(i).1);
+            channels.push(match custom {
+                Some(endpoint) => ChannelHandle::with_endpoint(ch, endpoint),
+                None => ChannelHandle::open(ch)?,
+            });
+        }
+        let fs = Fs::new(WorldConfig {
+            channels,
+            mounts: manifest.mounts.clone(),
+            limits: manifest.limits,
+            clock: manifest.clock,
+            seed: manifest.seed,
+        })?;
+        let mut args = Vec::with_capacity(manifest.args.len() + 1);
+        args.push(manifest.argv0.clone());
+        args.extend(manifest.args.iter().cloned());
+        let env = manifest.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let limits = manifest.limits;
+        let mut store = Store::new(
+            self.pre.module().engine(),
+            VmState {
+                fs,
+                args,
+                env,
+                memory: None,
+                limiter: Limiter {
+                    memory_limit: usize::try_from(limits.memory).unwrap_or(usize::MAX),
+                    peak_memory: 0,
+                    hit: false,
+                },
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel).map_err(Error::engine)?;
+        let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+
+        let outcome = self.start(&mut store);
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let memory_etag = if manifest.memory_etag {
+            store
+                .data()
+                .memory
+                .map(|m| blake3::hash(m.data(&store)).to_hex().to_string())
+        } else {
+            None
+        };
+        let state_data = store.into_data();
+        let quota_hit = state_data
+            .fs
+            .channels()
+            .iter()
+            .find_map(|c| c.quota_hit().map(|q| (c.name().to_string(), q.to_string())));
+        let (state, exit_code, backtrace) =
+            classify(outcome, state_data.limiter.hit, quota_hit);
+        let commit = state.is_ok();
+        let summaries = state_data.fs.finish(commit)?;
+        let channels = summaries
+            .into_iter()
+            .map(|s| ChannelReport {
+                name: s.name,
+                mode: s.mode.as_str().to_string(),
+                etag: s.etag,
+                reads: s.counters.reads,
+                read_bytes: s.counters.read_bytes,
+                writes: s.counters.writes,
+                write_bytes: s.counters.write_bytes,
+                quota_hit: s.quota_hit.map(|q| q.to_string()),
+                committed: s.committed.is_some(),
+            })
+            .collect();
+        Ok(Report {
+            version: report::REPORT_VERSION,
+            program: self.path.display().to_string(),
+            program_hash: self.hash.to_string(),
+            validation: self.validation,
+            state_text: state.to_string(),
+            state,
+            exit_code,
+            backtrace,
+            channels,
+            fuel_used: limits.fuel.saturating_sub(fuel_left),
+            fuel_limit: limits.fuel,
+            wall_time_us: started.elapsed().as_micros() as u64,
+            peak_memory: state_data.limiter.peak_memory as u64,
+            committed: commit,
+            memory_etag,
+        })
+    }
+
+    fn start(&self, store: &mut Store<VmState>) -> wasmtime::Result<()> {
+        let instance = self.pre.instantiate(&mut *store)?;
+        let memory = instance.get_memory(&mut *store, "memory");
+        store.data_mut().memory = memory;
+        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+        start.call(&mut *store, ())
+    }
+}
+
+/// Turns the outcome of `_start` into the report's state, exit code and backtrace.
+fn classify(
+    outcome: wasmtime::Result<()>,
+    memory_hit: bool,
+    quota_hit: Option<(String, String)>,
+) -> (State, Option<u32>, Vec<String>) {
+    let (mut exit, mut trap, mut backtrace) = (None, None, Vec::new());
+    match &outcome {
+        Ok(()) => exit = Some(0),
+        Err(e) => {
+            if let Some(wasi::Exit(code)) = e.downcast_ref::<wasi::Exit>() {
+                exit = Some(*code);
+            } else {
+                trap = Some(e.downcast_ref::<wasmtime::Trap>().copied());
+                if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+                    backtrace = bt
+                        .frames()
+                        .iter()
+                        .map(|f| {
+                            let name = f.func_name().unwrap_or("<unnamed>");
+                            match f.module_offset() {
+                                Some(off) => format!("{name} (func {}, offset {off:#x})", f.func_index()),
+                                None => format!("{name} (func {})", f.func_index()),
+                            }
+                        })
+                        .collect();
+                }
+            }
+        }
+    }
+    let state = match (trap, exit) {
+        (Some(Some(wasmtime::Trap::OutOfFuel)), _) => State::OutOfFuel,
+        (Some(Some(wasmtime::Trap::Interrupt)), _) => State::TimedOut,
+        _ if memory_hit => State::MemoryLimit,
+        _ if quota_hit.is_some() => {
+            let (channel, quota) = quota_hit.expect("checked above");
+            State::QuotaExceeded { channel, quota }
+        }
+        (Some(_), _) => State::Trap {
+            message: trap_message(outcome.as_ref().err().expect("a trap is an error")),
+        },
+        (None, Some(0)) => State::Ok,
+        (None, Some(code)) => State::Exited { code },
+        (None, None) => unreachable!("an outcome is an exit or a trap"),
+    };
+    (state, exit, backtrace)
+}
+
+fn trap_message(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    // Instantiation failures and host errors: the outermost message is the most specific.
+    let text = format!("{e}");
+    text.lines().next().unwrap_or("unknown failure").to_string()
+}

@@ -1,0 +1,332 @@
+//! `zvm run`: one program in one disposable VM.
+//!
+//! The target is either a program (`.wasm`, or `.wat` text) or a manifest (TOML, or a legacy
+//! ZeroVM manifest). Flags then adjust the manifest; without a manifest they build one, with
+//! the host's standard streams as the guest's, so that `zvm run prog.wasm -- args` works like
+//! `wasmtime run prog.wasm args`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Manifest, Mount, MountSource, Quota};
+use zvm_vm::{Report, RunIo, Runtime, RuntimeConfig};
+
+use crate::exit;
+
+/// Run a WebAssembly program (or a manifest) in a fresh, deterministic VM.
+///
+/// Examples:
+///
+///   zvm run hello.wasm
+///
+///   zvm run wc.wasm --input input=words.txt --output output=counts.txt --report text
+///
+///   zvm run job.toml --report json --report-file report.json
+///
+///   zvm run prog.wasm --dir data::/data --env LANG=C --fuel 1000000000 -- -v input.txt
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    /// The program (`.wasm` or `.wat`) or a manifest (`.toml`, or a legacy ZeroVM manifest).
+    #[arg(value_name = "PROGRAM|MANIFEST")]
+    target: PathBuf,
+
+    /// Arguments for the guest (after the program, or after `--`); they replace the
+    /// manifest's `args`.
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+
+    /// Mount a host directory read-write at GUEST (default: the same path), like wasmtime's
+    /// `--dir`. Changes become visible on the host as the guest makes them.
+    #[arg(long, value_name = "HOST[::GUEST]")]
+    dir: Vec<String>,
+
+    /// Mount a host directory read-only at GUEST (default: the same path).
+    #[arg(long, value_name = "HOST[::GUEST]")]
+    ro_dir: Vec<String>,
+
+    /// Mount a tar image read-only at GUEST.
+    #[arg(long, value_name = "TAR::GUEST")]
+    image: Vec<String>,
+
+    /// Set an environment variable of the guest; `NAME` alone copies the host's value.
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+
+    /// Bind a read channel /dev/NAME to a host file (NAME `stdin` replaces standard input).
+    #[arg(long, value_name = "NAME=PATH")]
+    input: Vec<String>,
+
+    /// Bind a write channel /dev/NAME to a host file, committed only if the run succeeds
+    /// (NAME `stdout` or `stderr` redirects those).
+    #[arg(long, value_name = "NAME=PATH")]
+    output: Vec<String>,
+
+    /// Bind a channel with any access mode: read, random-read, write, random-write, append,
+    /// read-write.
+    #[arg(long, value_name = "NAME=PATH:MODE")]
+    channel: Vec<String>,
+
+    /// CPU budget in fuel units (about one per wasm instruction).
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+
+    /// Memory limit, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+
+    /// Wall-clock timeout, e.g. `10s`, `500ms`.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+
+    /// Size limit of the in-memory scratch filesystem, e.g. `16MiB`.
+    #[arg(long, value_name = "SIZE")]
+    scratch: Option<String>,
+
+    /// Most file descriptors the guest may hold open.
+    #[arg(long, value_name = "N")]
+    open_files: Option<u32>,
+
+    /// Seed of the guest's random stream.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Start of the guest's realtime clock, in seconds since the Unix epoch.
+    #[arg(long, value_name = "SECONDS")]
+    start_time: Option<u64>,
+
+    /// Also hash the guest's final memory into the report.
+    #[arg(long)]
+    memory_etag: bool,
+
+    /// Print the report: `text` or `json` (to stderr, or to --report-file).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    report: Option<ReportFormat>,
+
+    /// Write the report to this file instead of stderr (JSON unless --report text).
+    #[arg(long, value_name = "PATH")]
+    report_file: Option<PathBuf>,
+
+    /// Do not read or write the compile cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+pub fn main(args: RunArgs) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("zvm: {e:#}");
+            exit::CANNOT_START
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    let manifest = build_manifest(&args)?;
+    let runtime = runtime(args.no_cache)?;
+    let report = match runtime.load_file(&manifest.program.path, manifest.program.hash) {
+        Ok(program) => program.run(&manifest, RunIo::default())?,
+        Err(zvm_vm::Error::Refused { path, hash, reason }) => {
+            eprintln!("zvm: program `{}` refused: {reason}", path.display());
+            Report::refused(&path.display().to_string(), Some(hash.to_string()), reason)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    emit_report(&args, &report)?;
+    Ok(exit::for_report(&report))
+}
+
+pub fn runtime(no_cache: bool) -> Result<Runtime> {
+    let cache_dir = if no_cache { None } else { Runtime::default_cache_dir() };
+    Runtime::new(RuntimeConfig { cache_dir }).context("starting the runtime")
+}
+
+fn emit_report(args: &RunArgs, report: &Report) -> Result<()> {
+    let format = match (args.report, &args.report_file) {
+        (Some(f), _) => f,
+        (None, Some(_)) => ReportFormat::Json,
+        (None, None) => return Ok(()),
+    };
+    let text = match format {
+        ReportFormat::Json => report.to_json() + "\n",
+        ReportFormat::Text => report.to_text(),
+    };
+    match &args.report_file {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("writing the report to `{}`", path.display()))?,
+        None => {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a program rather than a manifest: wasm binaries by their magic number,
+/// wat text by its extension.
+pub fn is_program(path: &Path) -> Result<bool> {
+    if path.extension().is_some_and(|e| e == "wasm" || e == "wat") {
+        return Ok(true);
+    }
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let n = std::io::Read::read(&mut f, &mut magic).unwrap_or(0);
+    Ok(n == 4 && &magic == b"\0asm")
+}
+
+/// The manifest for this run: the target's (or a default one), adjusted by the flags.
+pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
+    let mut m = if is_program(&args.target)? {
+        Manifest::for_program(&args.target)
+    } else {
+        zvm_manifest::parse_file(&args.target)?
+    };
+    if !args.args.is_empty() {
+        m.args = args.args.clone();
+    }
+    for spec in &args.env {
+        let (name, value) = match spec.split_once('=') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => (
+                spec.clone(),
+                std::env::var(spec).with_context(|| format!("--env `{spec}`: not set on the host"))?,
+            ),
+        };
+        if name.is_empty() {
+            bail!("--env `{spec}`: empty name");
+        }
+        m.env.insert(name, value);
+    }
+    for spec in &args.dir {
+        m.mounts.push(dir_mount(spec, true)?);
+    }
+    for spec in &args.ro_dir {
+        m.mounts.push(dir_mount(spec, false)?);
+    }
+    for spec in &args.image {
+        let (tar, guest) = spec
+            .split_once("::")
+            .with_context(|| format!("--image `{spec}`: expected TAR::GUEST"))?;
+        m.mounts.push(Mount {
+            guest: guest.to_string(),
+            source: MountSource::Image(PathBuf::from(tar)),
+        });
+    }
+    for spec in &args.input {
+        set_channel(&mut m, spec, Some(AccessMode::SequentialRead), "--input")?;
+    }
+    for spec in &args.output {
+        set_channel(&mut m, spec, Some(AccessMode::SequentialWrite), "--output")?;
+    }
+    for spec in &args.channel {
+        set_channel(&mut m, spec, None, "--channel")?;
+    }
+    if let Some(fuel) = args.fuel {
+        if fuel == 0 {
+            bail!("--fuel must be greater than 0");
+        }
+        m.limits.fuel = fuel;
+    }
+    if let Some(s) = &args.memory {
+        m.limits.memory = zvm_manifest::parse_size(s).map_err(|e| anyhow::anyhow!("--memory `{s}`: {e}"))?;
+    }
+    if let Some(s) = &args.timeout {
+        m.limits.timeout = zvm_manifest::parse_duration(s).map_err(|e| anyhow::anyhow!("--timeout `{s}`: {e}"))?;
+    }
+    if let Some(s) = &args.scratch {
+        m.limits.scratch = zvm_manifest::parse_size(s).map_err(|e| anyhow::anyhow!("--scratch `{s}`: {e}"))?;
+    }
+    if let Some(n) = args.open_files {
+        m.limits.open_files = n;
+    }
+    if let Some(seed) = args.seed {
+        m.seed = seed;
+    }
+    if let Some(t) = args.start_time {
+        m.clock.start_ns = t.saturating_mul(1_000_000_000);
+    }
+    m.memory_etag |= args.memory_etag;
+    let mut seen = std::collections::HashSet::new();
+    for mount in &m.mounts {
+        if !seen.insert(mount.guest_abs()) {
+            bail!("mount `{}` is given twice", mount.guest);
+        }
+        if mount.guest.split('/').any(|c| c == "..") {
+            bail!("mount `{}`: `..` is not allowed in a guest path", mount.guest);
+        }
+    }
+    Ok(m)
+}
+
+fn dir_mount(spec: &str, writable: bool) -> Result<Mount> {
+    let (host, guest) = match spec.split_once("::") {
+        Some((h, g)) => (h, g),
+        None => (spec, spec),
+    };
+    if host.is_empty() || guest.is_empty() {
+        bail!("--dir `{spec}`: expected HOST[::GUEST]");
+    }
+    Ok(Mount {
+        guest: guest.to_string(),
+        source: MountSource::Dir {
+            path: PathBuf::from(host),
+            writable,
+        },
+    })
+}
+
+fn set_channel(m: &mut Manifest, spec: &str, mode: Option<AccessMode>, flag: &str) -> Result<()> {
+    let (name, rest) = spec
+        .split_once('=')
+        .with_context(|| format!("{flag} `{spec}`: expected NAME=PATH"))?;
+    let (path, mode) = match mode {
+        Some(mode) => (rest, mode),
+        None => {
+            let (path, mode) = rest
+                .rsplit_once(':')
+                .with_context(|| format!("{flag} `{spec}`: expected NAME=PATH:MODE"))?;
+            let mode = AccessMode::parse(mode).with_context(|| {
+                format!(
+                    "{flag} `{spec}`: unknown mode `{mode}`, expected one of {}",
+                    AccessMode::ALL.iter().map(|(_, s)| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            (path, mode)
+        }
+    };
+    let name = ChannelName::new(name).map_err(|e| anyhow::anyhow!("{flag} `{spec}`: {e}"))?;
+    if let Some(stream) = name.std_stream() {
+        let fits = match stream {
+            zvm_manifest::StdStream::Stdin => mode == AccessMode::SequentialRead,
+            _ => mode.can_write() && !mode.can_read(),
+        };
+        if !fits {
+            bail!("{flag} `{spec}`: `{name}` cannot be bound with mode `{}`", mode.as_str());
+        }
+    }
+    if path.is_empty() {
+        bail!("{flag} `{spec}`: empty path");
+    }
+    let channel = Channel {
+        name,
+        source: ChannelSource::File(PathBuf::from(path)),
+        mode,
+        quota: Quota::default(),
+    };
+    match m.channels.iter_mut().find(|c| c.name == channel.name) {
+        Some(existing) => {
+            existing.source = channel.source;
+            existing.mode = channel.mode;
+        }
+        None => m.channels.push(channel),
+    }
+    Ok(())
+}
