@@ -3,7 +3,141 @@
 //! Two phases: parse (TOML syntax, or the legacy ZeroVM key = value format) and resolve
 //! (meaning: defaults, paths, impossible combinations) into [`Manifest`], the fully checked
 //! form the runtime consumes. This crate knows nothing of wasmtime.
+//!
+//! A guided tour, in the order text flows through it:
+//! - `document`: TOML text to a raw mirror of the file with spans (syntax, version, shape);
+//! - `resolve`: the raw mirror to a [`Manifest`] (units, defaults, paths, combinations);
+//! - `legacy`: ZeroVM's `Key = value` manifests straight to a [`Manifest`];
+//! - `rules` and `units`: what both formats share, so they cannot drift apart;
+//! - `canonical`: a [`Manifest`] back to one canonical TOML text, for hashing;
+//! - `model`: the resolved form itself, which the CLI can also build directly.
+//!
+//! The format is documented for users in `docs/manifest.md`.
 
+mod canonical;
+mod document;
+mod error;
+mod legacy;
 mod model;
+mod resolve;
+mod rules;
+mod units;
 
+use std::path::Path;
+
+pub use error::Error;
 pub use model::*;
+pub use units::{parse_duration, parse_size};
+
+/// The TOML manifest format version this zvm reads (`version = 1`).
+pub const FORMAT_VERSION: i64 = document::FORMAT_VERSION;
+
+/// The legacy ZeroVM manifest format version this zvm reads (`Version = 20130611`).
+pub const LEGACY_VERSION: u64 = legacy::LEGACY_VERSION;
+
+/// Reads and resolves the manifest at `path`, in either format: legacy if its first line that
+/// is neither blank nor a `#` comment is `Version = <number>`, TOML otherwise.
+///
+/// Messages name `path` as given; relative paths inside the manifest are joined to the
+/// manifest's directory made absolute, so the result does not depend on the directory the
+/// runtime later works in.
+pub fn parse_file(path: &Path) -> Result<Manifest, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Some editors start UTF-8 files with a byte order mark; it carries no meaning, and
+    // dropping it keeps format detection and column numbers right.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| base_dir(path).to_path_buf());
+    if legacy::looks_legacy(text) {
+        legacy::parse(path, text, &base)
+    } else {
+        toml_manifest(text, path, &base)
+    }
+}
+
+/// Parses and resolves a TOML manifest. `origin` is the manifest's path: it names the file in
+/// messages, and relative paths inside are joined to its directory (as given, not made
+/// absolute).
+pub fn parse_toml(text: &str, origin: &Path) -> Result<Manifest, Error> {
+    toml_manifest(text, origin, base_dir(origin))
+}
+
+/// Parses and translates a legacy ZeroVM manifest (format version 20130611). `origin` is
+/// used as in [`parse_toml`].
+pub fn parse_legacy(text: &str, origin: &Path) -> Result<Manifest, Error> {
+    legacy::parse(origin, text, base_dir(origin))
+}
+
+/// The canonical TOML text of a resolved manifest: the leading `version`, then every key
+/// explicit (defaults included) and sorted within its table, channels and mounts in their
+/// order, quotas only for the directions a channel's mode has, `u64::MAX` quotas as
+/// `"unlimited"`. Equal manifests give equal bytes, and [`parse_toml`] gives the manifest
+/// back (with absolute paths, as [`parse_file`] produces, whatever the origin).
+pub fn canonical_toml(m: &Manifest) -> String {
+    canonical::render(m)
+}
+
+fn toml_manifest(text: &str, origin: &Path, base: &Path) -> Result<Manifest, Error> {
+    let t = error::TomlText { file: origin, text };
+    let raw = document::parse(t)?;
+    resolve::resolve(t, base, raw)
+}
+
+fn base_dir(origin: &Path) -> &Path {
+    origin.parent().unwrap_or(Path::new(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn check_refuses_what_the_parser_refuses() {
+        let ok = Manifest::for_program("/p.wasm");
+        assert_eq!(ok.check(), Ok(()));
+        let full = parse_toml(
+            "version = 1\nprogram = \"p.wasm\"\n[[channel]]\nname = \"log\"\nstdio = \"stderr\"\n\
+             [[mount]]\npath = \".\"\ndir = \"d\"\n",
+            Path::new("/m.toml"),
+        )
+        .unwrap();
+        assert_eq!(full.check(), Ok(()));
+
+        let mut m = ok.clone();
+        m.limits.memory = MAX_MEMORY + 1;
+        assert!(m.check().unwrap_err().starts_with("`memory` must be"));
+        let mut m = ok.clone();
+        m.limits.timeout = Duration::ZERO;
+        assert!(m.check().unwrap_err().starts_with("`timeout` must be"));
+        let mut m = ok.clone();
+        m.channels.remove(2);
+        assert_eq!(m.check().unwrap_err(), "channel `stderr` is missing");
+        let mut m = ok.clone();
+        m.channels.push(Channel::stdio(StdStream::Stdin));
+        assert_eq!(m.check().unwrap_err(), "duplicate channel `stdin`");
+        let mut m = ok.clone();
+        m.channels[0].mode = AccessMode::RandomRead;
+        assert!(m.check().unwrap_err().contains("cannot seek"));
+        let mut m = ok.clone();
+        m.channels[1].source = ChannelSource::Null;
+        m.channels[1].mode = AccessMode::SequentialRead;
+        assert!(m.check().unwrap_err().contains("must be writable"));
+        let mut m = ok.clone();
+        m.env.insert("A=B".into(), "x".into());
+        assert!(m.check().unwrap_err().contains("without `=`"));
+        let mut m = ok;
+        for guest in ["/data", "data/"] {
+            m.mounts.push(Mount {
+                guest: guest.into(),
+                source: MountSource::Image("/i.tar".into()),
+            });
+        }
+        assert_eq!(m.check().unwrap_err(), "duplicate mount `data/`");
+    }
+}

@@ -28,6 +28,14 @@ pub const DEFAULT_WRITE_BYTES: u64 = 1 << 30;
 /// Default virtual clock step: ZeroVM advanced its clock by one microsecond per call.
 pub const DEFAULT_CLOCK_STEP_NS: u64 = 1_000;
 
+/// Largest accepted memory limit: 65536 pages of 64 KiB, all a wasm32 memory can address.
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// Smallest accepted open-file limit: the three standard streams are always open.
+pub const MIN_OPEN_FILES: u32 = 3;
+/// Largest accepted open-file limit: far beyond what a guest needs, and small enough that the
+/// runtime's descriptor table stays a bounded allocation.
+pub const MAX_OPEN_FILES: u32 = 65_536;
+
 /// A resolved VM manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -41,8 +49,8 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     /// Resource limits.
     pub limits: Limits,
-    /// Declared channels, in declaration order; always contains `stdin`, `stdout` and
-    /// `stderr` (defaulted to the host's standard streams when not declared).
+    /// Channels: always `stdin`, `stdout` and `stderr` first, in that order (defaulted to the
+    /// host's standard streams when not declared), then the others in declaration order.
     pub channels: Vec<Channel>,
     /// Mounts, in declaration order.
     pub mounts: Vec<Mount>,
@@ -85,6 +93,69 @@ impl Manifest {
     pub fn channel(&self, name: &str) -> Option<&Channel> {
         self.channels.iter().find(|c| c.name.as_str() == name)
     }
+
+    /// Checks a manifest built by other means than parsing (the CLI's flags, say) against the
+    /// rules the parsers enforce: limit ranges, the standard channels and their directions,
+    /// modes that fit host streams, unique channel names and mount paths, and strings the
+    /// guest can receive. Parsed manifests always pass. The error names the field at fault.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::rules;
+        if self.program.path.as_os_str().is_empty() {
+            return Err("`program` is empty, expected a host path".into());
+        }
+        rules::check_c_string(&self.argv0).map_err(|m| format!("`argv0` {m}"))?;
+        for (i, a) in self.args.iter().enumerate() {
+            rules::check_c_string(a).map_err(|m| format!("`args` item {} {m}", i + 1))?;
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() || name.contains('=') {
+                return Err(format!(
+                    "environment variable name `{name}` must be non-empty and without `=`"
+                ));
+            }
+            rules::check_c_string(name)
+                .and_then(|()| rules::check_c_string(value))
+                .map_err(|m| format!("environment variable `{}` {m}", name.escape_debug()))?;
+        }
+        let l = &self.limits;
+        rules::check_memory(l.memory).map_err(|m| format!("`memory` {m}"))?;
+        rules::check_fuel(l.fuel).map_err(|m| format!("`fuel` {m}"))?;
+        rules::check_timeout(l.timeout).map_err(|m| format!("`timeout` {m}"))?;
+        rules::check_open_files(u64::from(l.open_files))
+            .map_err(|m| format!("`open_files` {m}"))?;
+
+        for stream in [StdStream::Stdin, StdStream::Stdout, StdStream::Stderr] {
+            if self.channel(stream.name()).is_none() {
+                return Err(format!("channel `{}` is missing", stream.name()));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for c in &self.channels {
+            if !names.insert(&c.name) {
+                return Err(format!("duplicate channel `{}`", c.name));
+            }
+            if let ChannelSource::Stdio(stream) = c.source
+                && let Some(misfit) = rules::stdio_misfit(stream, c.mode)
+            {
+                return Err(rules::stdio_misfit_message(&c.name, stream, c.mode, misfit));
+            }
+            if let Some(role) = rules::std_role_misfit(&c.name, c.mode) {
+                return Err(format!(
+                    "{}, but mode `{}` does not allow it",
+                    rules::std_role_message(role),
+                    c.mode.as_str()
+                ));
+            }
+        }
+        let mut guests = std::collections::BTreeSet::new();
+        for m in &self.mounts {
+            rules::check_mount_guest(&m.guest)?;
+            if !guests.insert(m.guest_abs()) {
+                return Err(format!("duplicate mount `{}`", m.guest));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The program of a manifest.
@@ -106,10 +177,11 @@ impl ContentHash {
         ContentHash(*blake3::hash(bytes).as_bytes())
     }
 
-    /// Parses `blake3:<64 hex digits>` (the prefix is required).
+    /// Parses `blake3:<64 hex digits>` (the prefix is required; digits in either case).
     pub fn parse(s: &str) -> Option<ContentHash> {
         let hex = s.strip_prefix("blake3:")?;
-        if hex.len() != 64 {
+        // `from_str_radix` alone would also take a `+` sign, so check the digits first.
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -188,7 +260,9 @@ impl ChannelName {
         }
         for comp in name.split('/') {
             if comp.is_empty() || comp == "." || comp == ".." {
-                return Err(format!("channel name `{name}` has an empty, `.` or `..` component"));
+                return Err(format!(
+                    "channel name `{name}` has an empty, `.` or `..` component"
+                ));
             }
             if let Some(c) = comp
                 .chars()
@@ -322,7 +396,11 @@ impl AccessMode {
 
     /// The manifest spelling.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(m, _)| *m == self).map(|(_, s)| *s).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map(|(_, s)| *s)
+            .unwrap_or("?")
     }
 
     /// Parses the manifest spelling.
@@ -392,8 +470,12 @@ impl Mount {
     /// The normalised absolute guest path: `.` and `` become `/`, relative paths are taken
     /// from `/`, `.` components and trailing slashes removed. `..` is refused at parse time.
     pub fn guest_abs(&self) -> String {
-        let parts: Vec<&str> = self
-            .guest
+        Mount::normalise_guest(&self.guest)
+    }
+
+    /// [`Mount::guest_abs`] of a guest path before a `Mount` exists (to check it).
+    pub fn normalise_guest(guest: &str) -> String {
+        let parts: Vec<&str> = guest
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();

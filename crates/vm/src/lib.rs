@@ -515,7 +515,8 @@ fn classify(
 
 fn trap_message(e: &wasmtime::Error) -> String {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        return trap.to_string();
+        let text = trap.to_string();
+        return text.strip_prefix("wasm trap: ").unwrap_or(&text).to_string();
     }
     // Instantiation failures and host errors: the outermost message is the most specific.
     let text = format!("{e}");

@@ -1,0 +1,7 @@
+//! zvm's integration tests: one binary (so it links once), one module per area.
+//!
+//! Every test drives the real `zvm` binary. Guests are `.wat` text written in the test or C
+//! programs from `tests/guests/c`, compiled with clang for `wasm32-wasi` on first use (see
+//! [`support`]).
+
+mod support;
