@@ -230,9 +230,6 @@ pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
         set_channel(&mut m, spec, None, "--channel")?;
     }
     if let Some(fuel) = args.fuel {
-        if fuel == 0 {
-            bail!("--fuel must be greater than 0");
-        }
         m.limits.fuel = fuel;
     }
     if let Some(s) = &args.memory {
@@ -254,15 +251,8 @@ pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
         m.clock.start_ns = t.saturating_mul(1_000_000_000);
     }
     m.memory_etag |= args.memory_etag;
-    let mut seen = std::collections::HashSet::new();
-    for mount in &m.mounts {
-        if !seen.insert(mount.guest_abs()) {
-            bail!("mount `{}` is given twice", mount.guest);
-        }
-        if mount.guest.split('/').any(|c| c == "..") {
-            bail!("mount `{}`: `..` is not allowed in a guest path", mount.guest);
-        }
-    }
+    // The flags may have produced what a manifest file could not say: apply the same rules.
+    m.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(m)
 }
 
@@ -303,15 +293,6 @@ fn set_channel(m: &mut Manifest, spec: &str, mode: Option<AccessMode>, flag: &st
         }
     };
     let name = ChannelName::new(name).map_err(|e| anyhow::anyhow!("{flag} `{spec}`: {e}"))?;
-    if let Some(stream) = name.std_stream() {
-        let fits = match stream {
-            zvm_manifest::StdStream::Stdin => mode == AccessMode::SequentialRead,
-            _ => mode.can_write() && !mode.can_read(),
-        };
-        if !fits {
-            bail!("{flag} `{spec}`: `{name}` cannot be bound with mode `{}`", mode.as_str());
-        }
-    }
     if path.is_empty() {
         bail!("{flag} `{spec}`: empty path");
     }
