@@ -53,6 +53,32 @@ pub fn c_guest(name: &str) -> PathBuf {
     out
 }
 
+/// The compiled form of Rust guest `tests/guests/rust/<name>.rs`, built on first use with
+/// Debian's rustc (`/usr/bin/rustc`, package `libstd-rust-dev-wasm32` brings its wasm32-wasi
+/// standard library; rustup toolchains here cannot add wasm targets).
+pub fn rust_guest(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap();
+    let src = repo().join(format!("tests/guests/rust/{name}.rs"));
+    let out = build_dir().join(format!("guests/{name}.rs.wasm"));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let fresh = matches!((std::fs::metadata(&src), std::fs::metadata(&out)),
+        (Ok(s), Ok(o)) if s.modified().unwrap() <= o.modified().unwrap());
+    if !fresh {
+        let rustc = std::env::var("WASM_RUSTC").unwrap_or_else(|_| "/usr/bin/rustc".into());
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let status = Command::new(&rustc)
+            .args(["--target", "wasm32-wasi", "-O", "--edition", "2021", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run `{rustc}` ({e}); install rustc and libstd-rust-dev-wasm32 (see scripts/install-deps)"));
+        assert!(status.success(), "rustc failed to build guest `{name}`");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
 /// Writes `wat` text to a fresh `.wat` file in `dir` and returns its path.
 pub fn wat_guest(dir: &Path, name: &str, wat: &str) -> PathBuf {
     let path = dir.join(format!("{name}.wat"));
@@ -92,7 +118,8 @@ pub fn run_report(args: &[&str], stdin: &[u8]) -> (Output, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let mut cmd = zvm();
-    cmd.arg("run").args(args).arg("--report-file").arg(&report);
+    // Before `args`, which may end with `-- guest args`.
+    cmd.arg("run").arg("--report-file").arg(&report).args(args);
     let out = run_cmd(&mut cmd, stdin);
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
         panic!(
