@@ -221,7 +221,9 @@ impl ChannelHandle {
     fn with_backend(channel: &Channel, backend: Backend) -> ChannelHandle {
         let pos = match (&backend, channel.mode) {
             // Append mode writes after the existing content.
-            (Backend::Staged(s), AccessMode::Append) => s.file.metadata().map(|m| m.len()).unwrap_or(0),
+            (Backend::Staged(s), AccessMode::Append) => {
+                s.file.metadata().map(|m| m.len()).unwrap_or(0)
+            }
             _ => 0,
         };
         ChannelHandle {
@@ -450,7 +452,11 @@ impl ChannelHandle {
                 if let Some(dir) = staged.dest.parent() {
                     // Make the rename itself durable; a failure here leaves the new content
                     // in place, so it is not an error of the run.
-                    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
                     if let Ok(d) = File::open(dir) {
                         let _ = d.sync_all();
                     }
@@ -544,13 +550,23 @@ mod tests {
     fn output_is_invisible_until_commit() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.txt");
-        let mut h = ChannelHandle::open(&chan("output", &out, AccessMode::SequentialWrite, unlimited())).unwrap();
+        let mut h = ChannelHandle::open(&chan(
+            "output",
+            &out,
+            AccessMode::SequentialWrite,
+            unlimited(),
+        ))
+        .unwrap();
         h.write(b"hello").unwrap();
         assert!(!out.exists());
         let s = h.finish(true).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"hello");
         assert_eq!(s.etag, blake3::hash(b"hello").to_hex().to_string());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no stray files");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no stray files"
+        );
     }
 
     #[test]
@@ -558,14 +574,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.txt");
         std::fs::write(&out, b"old").unwrap();
-        let mut h = ChannelHandle::open(&chan("output", &out, AccessMode::SequentialWrite, unlimited())).unwrap();
+        let mut h = ChannelHandle::open(&chan(
+            "output",
+            &out,
+            AccessMode::SequentialWrite,
+            unlimited(),
+        ))
+        .unwrap();
         h.write(b"new").unwrap();
         h.finish(false).unwrap();
-        let mut h = ChannelHandle::open(&chan("output", &out, AccessMode::SequentialWrite, unlimited())).unwrap();
+        let mut h = ChannelHandle::open(&chan(
+            "output",
+            &out,
+            AccessMode::SequentialWrite,
+            unlimited(),
+        ))
+        .unwrap();
         h.write(b"new").unwrap();
         drop(h);
         assert_eq!(std::fs::read(&out).unwrap(), b"old");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no stray files");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no stray files"
+        );
     }
 
     #[test]
@@ -573,7 +605,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("log");
         std::fs::write(&out, b"one\n").unwrap();
-        let mut h = ChannelHandle::open(&chan("log", &out, AccessMode::Append, unlimited())).unwrap();
+        let mut h =
+            ChannelHandle::open(&chan("log", &out, AccessMode::Append, unlimited())).unwrap();
         h.write(b"two\n").unwrap();
         h.finish(true).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"one\ntwo\n");
@@ -584,32 +617,67 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         std::fs::write(&input, b"0123456789").unwrap();
-        let q = Quota { read_bytes: 4, ..unlimited() };
-        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let q = Quota {
+            read_bytes: 4,
+            ..unlimited()
+        };
+        let mut h =
+            ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
         let mut buf = [0u8; 3];
         assert_eq!(h.read(&mut buf).unwrap(), 3);
         assert_eq!(h.read(&mut buf).unwrap(), 1);
         match h.read(&mut buf) {
-            Err(ChannelError::Quota { quota: QuotaKind::ReadBytes, .. }) => {}
+            Err(ChannelError::Quota {
+                quota: QuotaKind::ReadBytes,
+                ..
+            }) => {}
             other => panic!("expected read_bytes quota, got {other:?}"),
         }
         assert_eq!(h.quota_hit(), Some(QuotaKind::ReadBytes));
 
-        let q = Quota { reads: 1, ..unlimited() };
-        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let q = Quota {
+            reads: 1,
+            ..unlimited()
+        };
+        let mut h =
+            ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
         h.read(&mut buf).unwrap();
-        assert!(matches!(h.read(&mut buf), Err(ChannelError::Quota { quota: QuotaKind::Reads, .. })));
+        assert!(matches!(
+            h.read(&mut buf),
+            Err(ChannelError::Quota {
+                quota: QuotaKind::Reads,
+                ..
+            })
+        ));
 
         let out = dir.path().join("out");
-        let q = Quota { writes: 2, ..unlimited() };
+        let q = Quota {
+            writes: 2,
+            ..unlimited()
+        };
         let mut h = ChannelHandle::open(&chan("o", &out, AccessMode::SequentialWrite, q)).unwrap();
         h.write(b"a").unwrap();
         h.write(b"b").unwrap();
-        assert!(matches!(h.write(b"c"), Err(ChannelError::Quota { quota: QuotaKind::Writes, .. })));
-        let q = Quota { write_bytes: 3, ..unlimited() };
+        assert!(matches!(
+            h.write(b"c"),
+            Err(ChannelError::Quota {
+                quota: QuotaKind::Writes,
+                ..
+            })
+        ));
+        let q = Quota {
+            write_bytes: 3,
+            ..unlimited()
+        };
         let mut h = ChannelHandle::open(&chan("o", &out, AccessMode::SequentialWrite, q)).unwrap();
         assert_eq!(h.write(b"abcd").unwrap(), 3);
-        assert!(matches!(h.write(b"d"), Err(ChannelError::Quota { quota: QuotaKind::WriteBytes, .. })));
+        assert!(matches!(
+            h.write(b"d"),
+            Err(ChannelError::Quota {
+                quota: QuotaKind::WriteBytes,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -617,8 +685,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         std::fs::write(&input, b"abc").unwrap();
-        let q = Quota { read_bytes: 3, ..unlimited() };
-        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let q = Quota {
+            read_bytes: 3,
+            ..unlimited()
+        };
+        let mut h =
+            ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(h.read(&mut buf).unwrap(), 3);
         assert_eq!(h.read(&mut buf).unwrap(), 0);
@@ -630,12 +702,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         std::fs::write(&input, b"abc").unwrap();
-        let mut h = ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, unlimited())).unwrap();
-        assert!(matches!(h.set_position(1), Err(ChannelError::NotSeekable(_))));
-        assert!(matches!(h.pread(&mut [0; 1], 0), Err(ChannelError::NotSeekable(_))));
+        let mut h = ChannelHandle::open(&chan(
+            "input",
+            &input,
+            AccessMode::SequentialRead,
+            unlimited(),
+        ))
+        .unwrap();
+        assert!(matches!(
+            h.set_position(1),
+            Err(ChannelError::NotSeekable(_))
+        ));
+        assert!(matches!(
+            h.pread(&mut [0; 1], 0),
+            Err(ChannelError::NotSeekable(_))
+        ));
         assert!(matches!(h.write(b"x"), Err(ChannelError::Direction(_))));
         let missing = dir.path().join("missing");
-        let err = ChannelHandle::open(&chan("input", &missing, AccessMode::SequentialRead, unlimited())).unwrap_err();
+        let err = ChannelHandle::open(&chan(
+            "input",
+            &missing,
+            AccessMode::SequentialRead,
+            unlimited(),
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("cannot open"), "{err}");
     }
 }

@@ -69,7 +69,15 @@ pub fn open_dir(dir: &HostDir, name: &str) -> Result<HostDir, Errno> {
 }
 
 /// Opens (and possibly creates) a regular file; never follows a symbolic link.
-pub fn open_file(dir: &HostDir, name: &str, read: bool, write: bool, create: bool, excl: bool, trunc: bool) -> Result<File, Errno> {
+pub fn open_file(
+    dir: &HostDir,
+    name: &str,
+    read: bool,
+    write: bool,
+    create: bool,
+    excl: bool,
+    trunc: bool,
+) -> Result<File, Errno> {
     let mut flags = OFlags::NOFOLLOW | OFlags::CLOEXEC;
     flags |= match (read, write) {
         (_, false) => OFlags::RDONLY,
@@ -100,7 +108,11 @@ pub fn stat_fd(mount: u32, fd: impl std::os::fd::AsFd) -> Result<Filestat, Errno
 }
 
 fn filestat(mount: u32, st: &rustix::fs::Stat) -> Filestat {
-    let ns = |s: i64, n: u64| (s.max(0) as u64).saturating_mul(1_000_000_000).saturating_add(n);
+    let ns = |s: i64, n: u64| {
+        (s.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(n)
+    };
     Filestat {
         dev: HOST_DEV_BASE + mount as u64,
         ino: st.st_ino,
@@ -151,20 +163,36 @@ pub fn list(dir: &HostDir) -> Result<Vec<(String, u64, Filetype)>, Errno> {
 }
 
 pub fn mkdir(dir: &HostDir, name: &str) -> Result<(), Errno> {
-    Ok(rustix::fs::mkdirat(&*dir.fd, name, Mode::from_raw_mode(0o755))?)
+    Ok(rustix::fs::mkdirat(
+        &*dir.fd,
+        name,
+        Mode::from_raw_mode(0o755),
+    )?)
 }
 
 pub fn unlink(dir: &HostDir, name: &str, is_dir: bool) -> Result<(), Errno> {
-    let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+    let flags = if is_dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
     Ok(rustix::fs::unlinkat(&*dir.fd, name, flags)?)
 }
 
 pub fn rename(from: &HostDir, from_name: &str, to: &HostDir, to_name: &str) -> Result<(), Errno> {
-    Ok(rustix::fs::renameat(&*from.fd, from_name, &*to.fd, to_name)?)
+    Ok(rustix::fs::renameat(
+        &*from.fd, from_name, &*to.fd, to_name,
+    )?)
 }
 
 pub fn link(from: &HostDir, from_name: &str, to: &HostDir, to_name: &str) -> Result<(), Errno> {
-    Ok(rustix::fs::linkat(&*from.fd, from_name, &*to.fd, to_name, AtFlags::empty())?)
+    Ok(rustix::fs::linkat(
+        &*from.fd,
+        from_name,
+        &*to.fd,
+        to_name,
+        AtFlags::empty(),
+    )?)
 }
 
 pub fn symlink(target: &str, dir: &HostDir, name: &str) -> Result<(), Errno> {
@@ -174,8 +202,14 @@ pub fn symlink(target: &str, dir: &HostDir, name: &str) -> Result<(), Errno> {
 fn timespec(t: crate::types::SetTime) -> rustix::fs::Timespec {
     use crate::types::SetTime;
     match t {
-        SetTime::Keep => rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
-        SetTime::Now => rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        SetTime::Keep => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        SetTime::Now => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
         SetTime::To(ns) => rustix::fs::Timespec {
             tv_sec: (ns / 1_000_000_000) as i64,
             tv_nsec: (ns % 1_000_000_000) as _,
@@ -183,15 +217,29 @@ fn timespec(t: crate::types::SetTime) -> rustix::fs::Timespec {
     }
 }
 
-pub fn set_times_at(dir: &HostDir, name: &str, atim: crate::types::SetTime, mtim: crate::types::SetTime) -> Result<(), Errno> {
+pub fn set_times_at(
+    dir: &HostDir,
+    name: &str,
+    atim: crate::types::SetTime,
+    mtim: crate::types::SetTime,
+) -> Result<(), Errno> {
     let ts = rustix::fs::Timestamps {
         last_access: timespec(atim),
         last_modification: timespec(mtim),
     };
-    Ok(rustix::fs::utimensat(&*dir.fd, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?)
+    Ok(rustix::fs::utimensat(
+        &*dir.fd,
+        name,
+        &ts,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
-pub fn set_times_fd(fd: impl std::os::fd::AsFd, atim: crate::types::SetTime, mtim: crate::types::SetTime) -> Result<(), Errno> {
+pub fn set_times_fd(
+    fd: impl std::os::fd::AsFd,
+    atim: crate::types::SetTime,
+    mtim: crate::types::SetTime,
+) -> Result<(), Errno> {
     let ts = rustix::fs::Timestamps {
         last_access: timespec(atim),
         last_modification: timespec(mtim),

@@ -14,4 +14,6 @@ mod vfs;
 
 pub use clock::{Entropy, VirtualClock};
 pub use types::*;
-pub use vfs::{Device, Fs, SetupError, WorldConfig, MAX_NAME_LEN, MAX_PATH_LEN, MAX_SYMLINK_FOLLOWS};
+pub use vfs::{
+    Device, Fs, MAX_NAME_LEN, MAX_PATH_LEN, MAX_SYMLINK_FOLLOWS, SetupError, WorldConfig,
+};

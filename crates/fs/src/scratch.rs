@@ -191,7 +191,14 @@ impl Scratch {
     }
 
     /// Moves an entry; `to_name` in `to_dir` must not exist (the caller unlinks it first).
-    pub fn rename(&mut self, from_dir: u32, from_name: &str, to_dir: u32, to_name: &str, now: u64) -> Result<(), Errno> {
+    pub fn rename(
+        &mut self,
+        from_dir: u32,
+        from_name: &str,
+        to_dir: u32,
+        to_name: &str,
+        now: u64,
+    ) -> Result<(), Errno> {
         if to_name.len() > from_name.len() {
             self.charge((to_name.len() - from_name.len()) as u64)?;
         } else {
@@ -254,7 +261,13 @@ impl Scratch {
     }
 
     /// Writes file content at `offset`, growing the file (with zeros) as needed.
-    pub fn write_at(&mut self, id: u32, offset: u64, data: &[u8], now: u64) -> Result<usize, Errno> {
+    pub fn write_at(
+        &mut self,
+        id: u32,
+        offset: u64,
+        data: &[u8],
+        now: u64,
+    ) -> Result<usize, Errno> {
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::Fbig)?;
         let len = self.get(id).size();
         if end > len {

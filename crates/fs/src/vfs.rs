@@ -23,8 +23,8 @@
 //! directory (its resolved stack). The first three descriptors are the standard channels,
 //! followed by one preopened directory per mount and finally `/`.
 
-use std::collections::HashMap;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -89,9 +89,16 @@ enum Node {
     DevDir(u32),
     Device(Device),
     Channel(u32),
-    Image { img: u32, id: EntryId },
+    Image {
+        img: u32,
+        id: EntryId,
+    },
     HostDir(HostDir),
-    HostEntry { dir: HostDir, name: String, kind: HostKind },
+    HostEntry {
+        dir: HostDir,
+        name: String,
+        kind: HostKind,
+    },
 }
 
 impl Node {
@@ -250,7 +257,10 @@ impl Fs {
                 };
                 dir = next;
             }
-            if fs.dev_dirs[dir].insert(last.to_string(), Node::Channel(i as u32)).is_some() {
+            if fs.dev_dirs[dir]
+                .insert(last.to_string(), Node::Channel(i as u32))
+                .is_some()
+            {
                 return Err(SetupError::DevClash(name.clone()));
             }
         }
@@ -270,7 +280,10 @@ impl Fs {
                     let image = Image::open(path).map_err(|e| mount_err(e.to_string()))?;
                     fs.images.push(image);
                     let img = (fs.images.len() - 1) as u32;
-                    Node::Image { img, id: fs.images[img as usize].root() }
+                    Node::Image {
+                        img,
+                        id: fs.images[img as usize].root(),
+                    }
                 }
                 MountSource::Dir { path, .. } => {
                     let fd = host::open_root(path).map_err(|e| {
@@ -308,7 +321,11 @@ impl Fs {
                 let dir = match parent {
                     OverlayParent::Root => match fs.root {
                         Node::Scratch(id) => id,
-                        _ => return Err(mount_err("a mount at `/` can only have mounts directly below it")),
+                        _ => {
+                            return Err(mount_err(
+                                "a mount at `/` can only have mounts directly below it",
+                            ));
+                        }
                     },
                     OverlayParent::Scratch(id) => id,
                 };
@@ -320,11 +337,17 @@ impl Fs {
                     None => fs
                         .scratch
                         .create(dir, part, Data::Dir(BTreeMap::new()), now)
-                        .map_err(|_| mount_err("the scratch limit is too small for its parent directories"))?,
+                        .map_err(|_| {
+                            mount_err("the scratch limit is too small for its parent directories")
+                        })?,
                 };
                 parent = OverlayParent::Scratch(child);
             }
-            if fs.overlays.insert((parent, last.to_string()), node).is_some() {
+            if fs
+                .overlays
+                .insert((parent, last.to_string()), node)
+                .is_some()
+            {
                 return Err(mount_err("it is mounted twice"));
             }
         }
@@ -359,7 +382,11 @@ impl Fs {
         for name in preopens {
             let loc = match fs.resolve(&fs.root_loc(), &name, true) {
                 Ok(Resolved::Dir(loc)) => loc,
-                Ok(Resolved::Entry { parent, node: Some(node), .. }) => {
+                Ok(Resolved::Entry {
+                    parent,
+                    node: Some(node),
+                    ..
+                }) => {
                     let mut loc = parent;
                     loc.stack.push(node);
                     loc
@@ -398,7 +425,11 @@ impl Fs {
 
     fn channel_rights(&self, idx: u32, read: bool, write: bool) -> u64 {
         let ch = &self.channels[idx as usize];
-        let mut r = rights::FD_FILESTAT_GET | rights::POLL_FD_READWRITE | rights::FD_FDSTAT_SET_FLAGS | rights::FD_SYNC | rights::FD_DATASYNC;
+        let mut r = rights::FD_FILESTAT_GET
+            | rights::POLL_FD_READWRITE
+            | rights::FD_FDSTAT_SET_FLAGS
+            | rights::FD_SYNC
+            | rights::FD_DATASYNC;
         if read {
             r |= rights::FD_READ;
         }
@@ -440,9 +471,14 @@ impl Fs {
                 self.scratch.lookup(*id, name).map(Node::Scratch)
             }
             Node::DevDir(d) => self.dev_dirs[*d as usize].get(name).cloned(),
-            Node::Image { img, id } => self.images[*img as usize]
-                .lookup(*id, name)
-                .map(|child| Node::Image { img: *img, id: child }),
+            Node::Image { img, id } => {
+                self.images[*img as usize]
+                    .lookup(*id, name)
+                    .map(|child| Node::Image {
+                        img: *img,
+                        id: child,
+                    })
+            }
             Node::HostDir(dir) => match host::kind_of(dir, name)? {
                 None => None,
                 Some(HostKind::Dir) => Some(Node::HostDir(host::open_dir(dir, name)?)),
@@ -499,8 +535,11 @@ impl Fs {
         } else {
             start.clone()
         };
-        let mut comps: std::collections::VecDeque<String> =
-            path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect();
+        let mut comps: std::collections::VecDeque<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
         let mut trailing_slash = path.ends_with('/');
         let mut follows = 0;
         while let Some(comp) = comps.pop_front() {
@@ -658,7 +697,9 @@ impl Fs {
     fn handle_filetype(&self, h: &Handle) -> Filetype {
         match h {
             Handle::Dir(_) => Filetype::Directory,
-            Handle::Scratch(_) | Handle::Host { .. } | Handle::Image { .. } => Filetype::RegularFile,
+            Handle::Scratch(_) | Handle::Host { .. } | Handle::Image { .. } => {
+                Filetype::RegularFile
+            }
             Handle::Device(_) => Filetype::CharacterDevice,
             Handle::Channel(i) => {
                 if self.channels[*i as usize].is_stream() {
@@ -706,7 +747,13 @@ impl Fs {
         self.read_at(fd, buf, offset, true)
     }
 
-    fn read_at(&mut self, fd: u32, buf: &mut [u8], pos: u64, positioned: bool) -> Result<usize, Errno> {
+    fn read_at(
+        &mut self,
+        fd: u32,
+        buf: &mut [u8],
+        pos: u64,
+        positioned: bool,
+    ) -> Result<usize, Errno> {
         let e = entry_in(&self.fds, fd)?;
         if matches!(e.handle, Handle::Dir(_)) {
             return Err(Errno::Isdir);
@@ -735,7 +782,11 @@ impl Fs {
             }
             Handle::Channel(i) => {
                 let ch = &mut self.channels[*i as usize];
-                Ok(if positioned { ch.pread(buf, pos)? } else { ch.read(buf)? })
+                Ok(if positioned {
+                    ch.pread(buf, pos)?
+                } else {
+                    ch.read(buf)?
+                })
             }
         }
     }
@@ -759,7 +810,13 @@ impl Fs {
         self.write_at(fd, data, offset, true)
     }
 
-    fn write_at(&mut self, fd: u32, data: &[u8], pos: u64, positioned: bool) -> Result<usize, Errno> {
+    fn write_at(
+        &mut self,
+        fd: u32,
+        data: &[u8],
+        pos: u64,
+        positioned: bool,
+    ) -> Result<usize, Errno> {
         let now = self.now();
         let e = entry_in(&self.fds, fd)?;
         if matches!(e.handle, Handle::Dir(_)) {
@@ -777,7 +834,11 @@ impl Fs {
             Handle::Device(_) => Ok(data.len()),
             Handle::Channel(i) => {
                 let ch = &mut self.channels[*i as usize];
-                Ok(if positioned { ch.pwrite(data, pos)? } else { ch.write(data)? })
+                Ok(if positioned {
+                    ch.pwrite(data, pos)?
+                } else {
+                    ch.write(data)?
+                })
             }
         }
     }
@@ -841,7 +902,11 @@ impl Fs {
     }
 
     pub fn sync(&mut self, fd: u32) -> Result<(), Errno> {
-        let e = self.fds.get_mut(fd as usize).and_then(Option::as_mut).ok_or(Errno::Badf)?;
+        let e = self
+            .fds
+            .get_mut(fd as usize)
+            .and_then(Option::as_mut)
+            .ok_or(Errno::Badf)?;
         match &mut e.handle {
             Handle::Host { file, .. } => Ok(file.sync_all()?),
             Handle::Channel(i) => Ok(self.channels[*i as usize].flush()?),
@@ -909,7 +974,11 @@ impl Fs {
             dev: DEV_SCRATCH,
             ino: id as u64 + 1,
             filetype: n.filetype(),
-            nlink: if matches!(n.data, Data::Dir(_)) { 2 } else { n.nlink as u64 },
+            nlink: if matches!(n.data, Data::Dir(_)) {
+                2
+            } else {
+                n.nlink as u64
+            },
             size: n.size(),
             atim: n.atim,
             mtim: n.mtim,
@@ -954,7 +1023,11 @@ impl Fs {
         Filestat {
             dev: DEV_DEVICES,
             ino: 1_000 + i as u64,
-            filetype: if ch.is_stream() { Filetype::CharacterDevice } else { Filetype::RegularFile },
+            filetype: if ch.is_stream() {
+                Filetype::CharacterDevice
+            } else {
+                Filetype::RegularFile
+            },
             nlink: 1,
             size: ch.size(),
             atim: 0,
@@ -1112,7 +1185,11 @@ impl Fs {
             filetype: Filetype::Directory,
         });
         for (name, (ino, filetype)) in entries {
-            out.push(Dirent { name, ino, filetype });
+            out.push(Dirent {
+                name,
+                ino,
+                filetype,
+            });
         }
         Ok(out)
     }
@@ -1160,7 +1237,9 @@ impl Fs {
         let trunc = oflags & oflags::TRUNC != 0;
         let directory = oflags & oflags::DIRECTORY != 0;
         let read = rights_base & (rights::FD_READ | rights::FD_READDIR) != 0;
-        let write = rights_base & (rights::FD_WRITE | rights::FD_ALLOCATE | rights::FD_FILESTAT_SET_SIZE) != 0
+        let write = rights_base
+            & (rights::FD_WRITE | rights::FD_ALLOCATE | rights::FD_FILESTAT_SET_SIZE)
+            != 0
             || trunc;
         let resolved = self.resolve(&start, path, follow)?;
         let (parent, name, node, trailing_slash) = match resolved {
@@ -1173,7 +1252,12 @@ impl Fs {
                 }
                 return self.open_dir(loc, rights_base, rights_inheriting, fdflags);
             }
-            Resolved::Entry { parent, name, node, trailing_slash } => (parent, name, node, trailing_slash),
+            Resolved::Entry {
+                parent,
+                name,
+                node,
+                trailing_slash,
+            } => (parent, name, node, trailing_slash),
         };
         let now = self.now();
         let node = match node {
@@ -1183,7 +1267,16 @@ impl Fs {
                 if directory || trailing_slash {
                     return Err(Errno::Isdir);
                 }
-                return self.create_file(&parent, &name, read, write, rights_base, rights_inheriting, fdflags, now);
+                return self.create_file(
+                    &parent,
+                    &name,
+                    read,
+                    write,
+                    rights_base,
+                    rights_inheriting,
+                    fdflags,
+                    now,
+                );
             }
             None => return Err(Errno::Noent),
         };
@@ -1211,14 +1304,18 @@ impl Fs {
                 self.scratch.opened(id);
                 (Handle::Scratch(id), file_rights(rights::FILE))
             }
-            Node::Device(d) => (Handle::Device(d), file_rights(rights::FILE & !(rights::FD_SEEK | rights::FD_TELL))),
+            Node::Device(d) => (
+                Handle::Device(d),
+                file_rights(rights::FILE & !(rights::FD_SEEK | rights::FD_TELL)),
+            ),
             Node::Channel(i) => {
                 let ch = &self.channels[i as usize];
                 if (read && !ch.mode().can_read() && !write) || (write && !ch.mode().can_write()) {
                     return Err(Errno::Acces);
                 }
                 let r = read && ch.mode().can_read();
-                let rights = self.channel_rights(i, r, write) & (rights_base | rights::FD_FILESTAT_GET);
+                let rights =
+                    self.channel_rights(i, r, write) & (rights_base | rights::FD_FILESTAT_GET);
                 return self.insert_fd(FdEntry {
                     handle: Handle::Channel(i),
                     pos: 0,
@@ -1234,7 +1331,15 @@ impl Fs {
                 if write {
                     return Err(Errno::Rofs);
                 }
-                (Handle::Image { img, id }, file_rights(rights::FILE & !(rights::FD_WRITE | rights::FD_ALLOCATE | rights::FD_FILESTAT_SET_SIZE)))
+                (
+                    Handle::Image { img, id },
+                    file_rights(
+                        rights::FILE
+                            & !(rights::FD_WRITE
+                                | rights::FD_ALLOCATE
+                                | rights::FD_FILESTAT_SET_SIZE),
+                    ),
+                )
             }
             Node::HostEntry { dir, name, kind } => {
                 if kind != HostKind::File {
@@ -1243,8 +1348,22 @@ impl Fs {
                 if write {
                     self.check_writable(dir.mount)?;
                 }
-                let file = host::open_file(&dir, &name, read || !write, write, false, false, trunc && write)?;
-                (Handle::Host { file, mount: dir.mount }, file_rights(rights::FILE))
+                let file = host::open_file(
+                    &dir,
+                    &name,
+                    read || !write,
+                    write,
+                    false,
+                    false,
+                    trunc && write,
+                )?;
+                (
+                    Handle::Host {
+                        file,
+                        mount: dir.mount,
+                    },
+                    file_rights(rights::FILE),
+                )
             }
             Node::DevDir(_) | Node::HostDir(_) => return Err(Errno::Isdir),
         };
@@ -1260,7 +1379,13 @@ impl Fs {
         })
     }
 
-    fn open_dir(&mut self, loc: Loc, rights_base: u64, rights_inheriting: u64, fdflags: u16) -> Result<u32, Errno> {
+    fn open_dir(
+        &mut self,
+        loc: Loc,
+        rights_base: u64,
+        rights_inheriting: u64,
+        fdflags: u16,
+    ) -> Result<u32, Errno> {
         if let Node::Scratch(id) = loc.top() {
             self.scratch.opened(*id);
         }
@@ -1290,14 +1415,19 @@ impl Fs {
     ) -> Result<u32, Errno> {
         let handle = match parent.top() {
             Node::Scratch(dir) => {
-                let id = self.scratch.create(*dir, name, Data::File(Vec::new()), now)?;
+                let id = self
+                    .scratch
+                    .create(*dir, name, Data::File(Vec::new()), now)?;
                 self.scratch.opened(id);
                 Handle::Scratch(id)
             }
             Node::HostDir(dir) => {
                 self.check_writable(dir.mount)?;
                 let file = host::open_file(dir, name, read || !write, write, true, true, false)?;
-                Handle::Host { file, mount: dir.mount }
+                Handle::Host {
+                    file,
+                    mount: dir.mount,
+                }
             }
             _ => return Err(Errno::Rofs),
         };
@@ -1327,12 +1457,22 @@ impl Fs {
     }
 
     /// Resolves a path whose final component must exist, without following it.
-    fn resolve_existing(&self, dirfd: u32, path: &str, follow: bool) -> Result<(Loc, String, Node, bool), Errno> {
+    fn resolve_existing(
+        &self,
+        dirfd: u32,
+        path: &str,
+        follow: bool,
+    ) -> Result<(Loc, String, Node, bool), Errno> {
         let start = self.dir_loc(dirfd)?;
         match self.resolve(&start, path, follow)? {
             Resolved::Dir(_) => Err(Errno::Busy),
             Resolved::Entry { node: None, .. } => Err(Errno::Noent),
-            Resolved::Entry { parent, name, node: Some(node), trailing_slash } => Ok((parent, name, node, trailing_slash)),
+            Resolved::Entry {
+                parent,
+                name,
+                node: Some(node),
+                trailing_slash,
+            } => Ok((parent, name, node, trailing_slash)),
         }
     }
 
@@ -1355,7 +1495,8 @@ impl Fs {
         let now = self.now();
         match parent.top() {
             Node::Scratch(dir) => {
-                self.scratch.create(*dir, &name, Data::Dir(BTreeMap::new()), now)?;
+                self.scratch
+                    .create(*dir, &name, Data::Dir(BTreeMap::new()), now)?;
                 Ok(())
             }
             Node::HostDir(dir) => host::mkdir(dir, &name),
@@ -1368,7 +1509,12 @@ impl Fs {
         match self.resolve(&start, path, follow)? {
             Resolved::Dir(loc) => self.stat_node(loc.top(), &loc),
             Resolved::Entry { node: None, .. } => Err(Errno::Noent),
-            Resolved::Entry { parent, node: Some(node), trailing_slash, .. } => {
+            Resolved::Entry {
+                parent,
+                node: Some(node),
+                trailing_slash,
+                ..
+            } => {
                 if trailing_slash && !self.is_dir(&node) {
                     return Err(Errno::Notdir);
                 }
@@ -1377,21 +1523,30 @@ impl Fs {
         }
     }
 
-    pub fn path_set_times(&mut self, dirfd: u32, path: &str, follow: bool, atim: SetTime, mtim: SetTime) -> Result<(), Errno> {
+    pub fn path_set_times(
+        &mut self,
+        dirfd: u32,
+        path: &str,
+        follow: bool,
+        atim: SetTime,
+        mtim: SetTime,
+    ) -> Result<(), Errno> {
         let (atim, mtim) = (self.virtual_time(atim), self.virtual_time(mtim));
         let start = self.dir_loc(dirfd)?;
         let node = match self.resolve(&start, path, follow)? {
             Resolved::Dir(loc) => loc.top().clone(),
             Resolved::Entry { node: None, .. } => return Err(Errno::Noent),
-            Resolved::Entry { node: Some(node), .. } => node,
+            Resolved::Entry {
+                node: Some(node), ..
+            } => node,
         };
         self.set_node_times(&node, atim, mtim)
     }
 
     pub fn readlink(&self, dirfd: u32, path: &str) -> Result<String, Errno> {
-        let (_, _, node, _) = self.resolve_existing(dirfd, path, false).map_err(|e| {
-            if e == Errno::Busy { Errno::Inval } else { e }
-        })?;
+        let (_, _, node, _) = self
+            .resolve_existing(dirfd, path, false)
+            .map_err(|e| if e == Errno::Busy { Errno::Inval } else { e })?;
         self.symlink_target(&node)?.ok_or(Errno::Inval)
     }
 
@@ -1406,7 +1561,8 @@ impl Fs {
         let now = self.now();
         match parent.top() {
             Node::Scratch(dir) => {
-                self.scratch.create(*dir, &name, Data::Symlink(target.to_string()), now)?;
+                self.scratch
+                    .create(*dir, &name, Data::Symlink(target.to_string()), now)?;
                 Ok(())
             }
             Node::HostDir(dir) => {
@@ -1463,8 +1619,12 @@ impl Fs {
         let now = self.now();
         match (parent.top(), &node) {
             (Node::Scratch(dir), Node::Scratch(id)) => {
-                let has_children = matches!(&self.scratch.get(*id).data, Data::Dir(e) if !e.is_empty());
-                let has_overlays = self.overlays.keys().any(|(p, _)| *p == OverlayParent::Scratch(*id));
+                let has_children =
+                    matches!(&self.scratch.get(*id).data, Data::Dir(e) if !e.is_empty());
+                let has_overlays = self
+                    .overlays
+                    .keys()
+                    .any(|(p, _)| *p == OverlayParent::Scratch(*id));
                 if has_children || has_overlays {
                     return Err(Errno::Notempty);
                 }
@@ -1481,7 +1641,12 @@ impl Fs {
         let to_start = self.dir_loc(to_fd)?;
         let (to_parent, to_name, to_node, to_slash) = match self.resolve(&to_start, to, false)? {
             Resolved::Dir(_) => return Err(Errno::Busy),
-            Resolved::Entry { parent, name, node, trailing_slash } => (parent, name, node, trailing_slash),
+            Resolved::Entry {
+                parent,
+                name,
+                node,
+                trailing_slash,
+            } => (parent, name, node, trailing_slash),
         };
         if self.is_overlay(&from_parent, &from_name) || self.is_overlay(&to_parent, &to_name) {
             return Err(Errno::Busy);
@@ -1516,7 +1681,10 @@ impl Fs {
                         (false, true) => return Err(Errno::Isdir),
                         (true, true) => {
                             if matches!(&self.scratch.get(dst).data, Data::Dir(e) if !e.is_empty())
-                                || self.overlays.keys().any(|(p, _)| *p == OverlayParent::Scratch(dst))
+                                || self
+                                    .overlays
+                                    .keys()
+                                    .any(|(p, _)| *p == OverlayParent::Scratch(dst))
                             {
                                 return Err(Errno::Notempty);
                             }
@@ -1534,8 +1702,16 @@ impl Fs {
         }
     }
 
-    pub fn link(&mut self, from_fd: u32, from: &str, follow: bool, to_fd: u32, to: &str) -> Result<(), Errno> {
-        let (from_parent, from_name, from_node, _) = self.resolve_existing(from_fd, from, follow)?;
+    pub fn link(
+        &mut self,
+        from_fd: u32,
+        from: &str,
+        follow: bool,
+        to_fd: u32,
+        to: &str,
+    ) -> Result<(), Errno> {
+        let (from_parent, from_name, from_node, _) =
+            self.resolve_existing(from_fd, from, follow)?;
         if self.is_dir(&from_node) {
             return Err(Errno::Perm);
         }
@@ -1543,9 +1719,12 @@ impl Fs {
         let now = self.now();
         match (&from_node, to_parent.top()) {
             (Node::Scratch(id), Node::Scratch(dir)) => self.scratch.link(*dir, &to_name, *id, now),
-            (Node::HostEntry { dir: fdir, name, .. }, Node::HostDir(tdir)) if fdir.mount == tdir.mount => {
-                host::link(fdir, name, tdir, &to_name)
-            }
+            (
+                Node::HostEntry {
+                    dir: fdir, name, ..
+                },
+                Node::HostDir(tdir),
+            ) if fdir.mount == tdir.mount => host::link(fdir, name, tdir, &to_name),
             _ => {
                 let _ = from_parent;
                 let _ = from_name;
@@ -1593,7 +1772,9 @@ impl Fs {
 }
 
 fn entry_in(fds: &[Option<FdEntry>], fd: u32) -> Result<&FdEntry, Errno> {
-    fds.get(fd as usize).and_then(Option::as_ref).ok_or(Errno::Badf)
+    fds.get(fd as usize)
+        .and_then(Option::as_ref)
+        .ok_or(Errno::Badf)
 }
 
 /// Whether a relative symlink target climbs above the directory `depth` levels below the
@@ -1613,4 +1794,192 @@ fn climbs_above(target: &str, depth: usize) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Quota};
+
+    const ROOT_FD: u32 = 3;
+    const RW: u64 = rights::FD_READ | rights::FD_WRITE;
+
+    fn null_channel(name: &str, mode: AccessMode) -> ChannelHandle {
+        ChannelHandle::open(&Channel {
+            name: ChannelName::new(name).unwrap(),
+            source: ChannelSource::Null,
+            mode,
+            quota: Quota::default(),
+        })
+        .unwrap()
+    }
+
+    fn world(mounts: Vec<Mount>, limits: Limits) -> Fs {
+        Fs::new(WorldConfig {
+            channels: vec![
+                null_channel("stdin", AccessMode::SequentialRead),
+                null_channel("stdout", AccessMode::SequentialWrite),
+                null_channel("stderr", AccessMode::SequentialWrite),
+                null_channel("in/part-1", AccessMode::SequentialRead),
+            ],
+            mounts,
+            limits,
+            clock: Clock::default(),
+            seed: 1,
+        })
+        .unwrap()
+    }
+
+    fn names(fs: &Fs, fd: u32) -> Vec<String> {
+        fs.readdir(fd)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect()
+    }
+
+    fn create(fs: &mut Fs, path: &str, data: &[u8]) {
+        let fd = fs
+            .open(ROOT_FD, path, true, oflags::CREAT | oflags::TRUNC, RW, 0, 0)
+            .unwrap();
+        assert_eq!(fs.write(fd, data).unwrap(), data.len());
+        fs.close(fd).unwrap();
+    }
+
+    #[test]
+    fn root_lists_dev_and_dev_lists_devices_and_channels() {
+        let fs = world(Vec::new(), Limits::default());
+        assert_eq!(fs.prestat(ROOT_FD).unwrap(), "/");
+        assert_eq!(names(&fs, ROOT_FD), [".", "..", "dev"]);
+        let mut fs = fs;
+        let dev = fs
+            .open(
+                ROOT_FD,
+                "dev",
+                true,
+                oflags::DIRECTORY,
+                rights::FD_READDIR,
+                0,
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            names(&fs, dev),
+            [
+                ".", "..", "full", "in", "null", "random", "stderr", "stdin", "stdout", "urandom",
+                "zero"
+            ]
+        );
+        assert!(
+            fs.open(ROOT_FD, "/dev/in/part-1", true, 0, rights::FD_READ, 0, 0)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn dotdot_stops_at_the_root_and_symlinks_stay_inside() {
+        let mut fs = world(Vec::new(), Limits::default());
+        create(&mut fs, "f", b"x");
+        assert!(fs.path_filestat(ROOT_FD, "../../../f", true).is_ok());
+        fs.symlink("/../../f", ROOT_FD, "abs").unwrap();
+        assert_eq!(fs.path_filestat(ROOT_FD, "abs", true).unwrap().size, 1);
+        assert_eq!(
+            fs.path_filestat(ROOT_FD, "abs", false).unwrap().filetype,
+            Filetype::SymbolicLink
+        );
+        fs.symlink("loop2", ROOT_FD, "loop1").unwrap();
+        fs.symlink("loop1", ROOT_FD, "loop2").unwrap();
+        assert_eq!(fs.path_filestat(ROOT_FD, "loop1", true), Err(Errno::Loop));
+        assert_eq!(
+            fs.open(ROOT_FD, "abs", false, 0, rights::FD_READ, 0, 0),
+            Err(Errno::Loop)
+        );
+    }
+
+    #[test]
+    fn rename_rules() {
+        let mut fs = world(Vec::new(), Limits::default());
+        fs.mkdir(ROOT_FD, "a").unwrap();
+        fs.mkdir(ROOT_FD, "a/b").unwrap();
+        assert_eq!(fs.rename(ROOT_FD, "a", ROOT_FD, "a/b/c"), Err(Errno::Inval));
+        create(&mut fs, "a/f", b"1");
+        assert_eq!(fs.rename(ROOT_FD, "a/f", ROOT_FD, "a/b"), Err(Errno::Isdir));
+        assert_eq!(
+            fs.rename(ROOT_FD, "a/b", ROOT_FD, "a/f"),
+            Err(Errno::Notdir)
+        );
+        assert_eq!(fs.rmdir(ROOT_FD, "a"), Err(Errno::Notempty));
+        assert_eq!(fs.rename(ROOT_FD, "dev", ROOT_FD, "x"), Err(Errno::Busy));
+        assert_eq!(fs.unlink(ROOT_FD, "dev/stdin"), Err(Errno::Rofs));
+        fs.rename(ROOT_FD, "a/f", ROOT_FD, "g").unwrap();
+        assert_eq!(names(&fs, ROOT_FD), [".", "..", "a", "dev", "g"]);
+    }
+
+    #[test]
+    fn open_files_and_scratch_are_limited() {
+        let limits = Limits {
+            open_files: 6,
+            scratch: 4096,
+            ..Limits::default()
+        };
+        let mut fs = world(Vec::new(), limits);
+        // 3 stdio + 1 preopen are open; two more fit.
+        let a = fs
+            .open(ROOT_FD, "dev/null", true, 0, rights::FD_READ, 0, 0)
+            .unwrap();
+        fs.open(ROOT_FD, "dev/zero", true, 0, rights::FD_READ, 0, 0)
+            .unwrap();
+        assert_eq!(
+            fs.open(ROOT_FD, "dev/null", true, 0, rights::FD_READ, 0, 0),
+            Err(Errno::Mfile)
+        );
+        fs.close(a).unwrap();
+        let f = fs
+            .open(ROOT_FD, "big", true, oflags::CREAT, RW, 0, 0)
+            .unwrap();
+        assert_eq!(fs.write(f, &[0; 8192]), Err(Errno::Nospc));
+        assert_eq!(fs.filestat(f).unwrap().size, 0);
+    }
+
+    #[test]
+    fn host_mount_is_confined_and_read_only_when_asked() {
+        let host = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        std::fs::write(host.path().join("in.txt"), b"data").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), host.path().join("planted"))
+            .unwrap();
+        let mount = Mount {
+            guest: "/data".into(),
+            source: MountSource::Dir {
+                path: host.path().to_path_buf(),
+                writable: false,
+            },
+        };
+        let mut fs = world(vec![mount], Limits::default());
+        // fd 3 is the mount's preopen, fd 4 the root.
+        assert_eq!(fs.prestat(3).unwrap(), "/data");
+        assert_eq!(fs.prestat(4).unwrap(), "/");
+        assert_eq!(fs.path_filestat(4, "data/in.txt", true).unwrap().size, 4);
+        // The planted absolute link resolves inside the guest's tree, where there is no such
+        // path.
+        assert_eq!(
+            fs.open(4, "data/planted", true, 0, rights::FD_READ, 0, 0),
+            Err(Errno::Noent)
+        );
+        assert_eq!(
+            fs.open(4, "data/new", true, oflags::CREAT, RW, 0, 0),
+            Err(Errno::Rofs)
+        );
+        assert_eq!(
+            fs.open(4, "data/in.txt", true, 0, RW, 0, 0),
+            Err(Errno::Rofs)
+        );
+        assert_eq!(
+            fs.path_filestat(3, "../data/../data/in.txt", true)
+                .unwrap()
+                .size,
+            4
+        );
+    }
 }

@@ -49,7 +49,8 @@ impl ModuleCache {
 
     /// Where the compiled form of `hash` lives.
     pub fn entry_path(&self, hash: &ContentHash) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", hash.hex(), self.engine_key))
+        self.dir
+            .join(format!("{}-{}.cwasm", hash.hex(), self.engine_key))
     }
 
     /// The cached module for `hash`, if there is a usable one.
@@ -84,5 +85,8 @@ impl ModuleCache {
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

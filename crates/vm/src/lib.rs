@@ -115,7 +115,12 @@ struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.hit = true;
             return Ok(false);
@@ -124,7 +129,12 @@ impl wasmtime::ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
             self.hit = true;
             return Ok(false);
@@ -254,7 +264,12 @@ impl Runtime {
     }
 
     /// Checks and prepares a program from its bytes (wasm binary, or wat text).
-    pub fn load(&self, path: &Path, bytes: &[u8], pin: Option<ContentHash>) -> Result<Program, Error> {
+    pub fn load(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        pin: Option<ContentHash>,
+    ) -> Result<Program, Error> {
         let hash = ContentHash::of(bytes);
         if let Some(expected) = pin {
             if expected != hash {
@@ -271,7 +286,9 @@ impl Runtime {
             reason,
         };
         if bytes.len() as u64 > MAX_PROGRAM_BYTES {
-            return Err(refused(format!("larger than the {MAX_PROGRAM_BYTES}-byte limit")));
+            return Err(refused(format!(
+                "larger than the {MAX_PROGRAM_BYTES}-byte limit"
+            )));
         }
         let cached = self.cache.as_ref().and_then(|c| c.get(&self.engine, &hash));
         let (module, validation) = match cached {
@@ -281,10 +298,12 @@ impl Runtime {
                     std::borrow::Cow::Borrowed(bytes)
                 } else {
                     // Text format, for hand-written programs; wasm validation follows.
-                    let text = std::str::from_utf8(bytes)
-                        .map_err(|_| refused("not a wasm module (no `\\0asm` header, and not wat text)".into()))?;
+                    let text = std::str::from_utf8(bytes).map_err(|_| {
+                        refused("not a wasm module (no `\\0asm` header, and not wat text)".into())
+                    })?;
                     std::borrow::Cow::Owned(
-                        wat::parse_str(text).map_err(|e| refused(format!("not a wasm module: {e}")))?,
+                        wat::parse_str(text)
+                            .map_err(|e| refused(format!("not a wasm module: {e}")))?,
                     )
                 };
                 policy::check_binary(&binary).map_err(refused)?;
@@ -382,7 +401,11 @@ impl Program {
         let mut args = Vec::with_capacity(manifest.args.len() + 1);
         args.push(manifest.argv0.clone());
         args.extend(manifest.args.iter().cloned());
-        let env = manifest.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env = manifest
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let limits = manifest.limits;
         let mut store = Store::new(
             self.pre.module().engine(),
@@ -419,8 +442,7 @@ impl Program {
             .channels()
             .iter()
             .find_map(|c| c.quota_hit().map(|q| (c.name().to_string(), q.to_string())));
-        let (state, exit_code, backtrace) =
-            classify(outcome, state_data.limiter.hit, quota_hit);
+        let (state, exit_code, backtrace) = classify(outcome, state_data.limiter.hit, quota_hit);
         let commit = state.is_ok();
         let summaries = state_data.fs.finish(commit)?;
         let channels = summaries
@@ -486,7 +508,9 @@ fn classify(
                         .map(|f| {
                             let name = f.func_name().unwrap_or("<unnamed>");
                             match f.module_offset() {
-                                Some(off) => format!("{name} (func {}, offset {off:#x})", f.func_index()),
+                                Some(off) => {
+                                    format!("{name} (func {}, offset {off:#x})", f.func_index())
+                                }
                                 None => format!("{name} (func {})", f.func_index()),
                             }
                         })
@@ -516,7 +540,10 @@ fn classify(
 fn trap_message(e: &wasmtime::Error) -> String {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         let text = trap.to_string();
-        return text.strip_prefix("wasm trap: ").unwrap_or(&text).to_string();
+        return text
+            .strip_prefix("wasm trap: ")
+            .unwrap_or(&text)
+            .to_string();
     }
     // Instantiation failures and host errors: the outermost message is the most specific.
     let text = format!("{e}");

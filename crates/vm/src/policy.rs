@@ -6,8 +6,8 @@
 //! linker then checks each signature), and it must export `_start` and, if it imports
 //! anything, its linear memory as `memory`. Refusals name the import or export at fault.
 
-use wasmtime::{ExternType, Module};
 use wasmtime::wasmparser::{Parser, Payload};
+use wasmtime::{ExternType, Module};
 
 use crate::wasi;
 
@@ -65,13 +65,22 @@ pub fn check_module(module: &Module) -> Result<(), String> {
     }
     match module.get_export("_start") {
         Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
-        Some(_) => return Err("export `_start` must be a function with no parameters and no results".into()),
+        Some(_) => {
+            return Err(
+                "export `_start` must be a function with no parameters and no results".into(),
+            );
+        }
         None => {
-            return Err("the module exports no `_start`: zvm runs WASI commands, not libraries or reactors".into());
+            return Err(
+                "the module exports no `_start`: zvm runs WASI commands, not libraries or reactors"
+                    .into(),
+            );
         }
     }
     if imports_any && !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
-        return Err("the module does not export its memory as `memory`, which WASI functions need".into());
+        return Err(
+            "the module does not export its memory as `memory`, which WASI functions need".into(),
+        );
     }
     Ok(())
 }

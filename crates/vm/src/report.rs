@@ -172,14 +172,14 @@ impl Report {
         for frame in &self.backtrace {
             let _ = writeln!(s, "  at        {frame}");
         }
-        let _ = writeln!(
-            s,
-            "fuel        {} of {}",
-            self.fuel_used, self.fuel_limit
-        );
+        let _ = writeln!(s, "fuel        {} of {}", self.fuel_used, self.fuel_limit);
         let _ = writeln!(s, "wall time   {:.3} ms", self.wall_time_us as f64 / 1000.0);
         let _ = writeln!(s, "peak memory {} bytes", self.peak_memory);
-        let _ = writeln!(s, "committed   {}", if self.committed { "yes" } else { "no" });
+        let _ = writeln!(
+            s,
+            "committed   {}",
+            if self.committed { "yes" } else { "no" }
+        );
         if let Some(etag) = &self.memory_etag {
             let _ = writeln!(s, "memory etag {etag}");
         }

@@ -54,15 +54,21 @@ impl Mem<'_> {
     }
 
     fn u32(&self, ptr: u32) -> Result<u32, Errno> {
-        Ok(u32::from_le_bytes(self.slice(ptr, 4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.slice(ptr, 4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&self, ptr: u32) -> Result<u64, Errno> {
-        Ok(u64::from_le_bytes(self.slice(ptr, 8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.slice(ptr, 8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn u16(&self, ptr: u32) -> Result<u16, Errno> {
-        Ok(u16::from_le_bytes(self.slice(ptr, 2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.slice(ptr, 2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     fn u8(&self, ptr: u32) -> Result<u8, Errno> {
@@ -70,7 +76,8 @@ impl Mem<'_> {
     }
 
     fn put(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), Errno> {
-        self.slice_mut(ptr, bytes.len() as u32)?.copy_from_slice(bytes);
+        self.slice_mut(ptr, bytes.len() as u32)?
+            .copy_from_slice(bytes);
         Ok(())
     }
 
@@ -85,7 +92,9 @@ impl Mem<'_> {
     /// The first non-empty buffer of an iovec array: (pointer, length).
     fn first_iovec(&self, iovs: u32, count: u32) -> Result<(u32, u32), Errno> {
         for i in 0..count {
-            let at = iovs.checked_add(i.checked_mul(8).ok_or(Errno::Fault)?).ok_or(Errno::Fault)?;
+            let at = iovs
+                .checked_add(i.checked_mul(8).ok_or(Errno::Fault)?)
+                .ok_or(Errno::Fault)?;
             let ptr = self.u32(at)?;
             let len = self.u32(at + 4)?;
             if len > 0 {
@@ -170,179 +179,292 @@ fn encode_dirents(entries: &[Dirent], cookie: u64, out: &mut Vec<u8>, max: usize
 
 /// Adds every preview1 function to `linker`.
 pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "args_get", |mut c: Caller<'_, VmState>, argv: u32, buf: u32| {
-        with(&mut c, |m, s| put_strings(m, &s.args, argv, buf))
-    })?;
-    linker.func_wrap(MODULE, "args_sizes_get", |mut c: Caller<'_, VmState>, count: u32, size: u32| {
-        with(&mut c, |m, s| {
-            let (n, bytes) = sizes(&s.args);
-            m.put_u32(count, n)?;
-            m.put_u32(size, bytes)
-        })
-    })?;
-    linker.func_wrap(MODULE, "environ_get", |mut c: Caller<'_, VmState>, env: u32, buf: u32| {
-        with(&mut c, |m, s| put_strings(m, &s.env, env, buf))
-    })?;
-    linker.func_wrap(MODULE, "environ_sizes_get", |mut c: Caller<'_, VmState>, count: u32, size: u32| {
-        with(&mut c, |m, s| {
-            let (n, bytes) = sizes(&s.env);
-            m.put_u32(count, n)?;
-            m.put_u32(size, bytes)
-        })
-    })?;
-    linker.func_wrap(MODULE, "clock_res_get", |mut c: Caller<'_, VmState>, id: u32, out: u32| {
-        with(&mut c, |m, _| {
-            if id > 3 {
-                return Err(Errno::Inval);
-            }
-            m.put_u64(out, zvm_fs::clock::CLOCK_RESOLUTION_NS)
-        })
-    })?;
-    linker.func_wrap(MODULE, "clock_time_get", |mut c: Caller<'_, VmState>, id: u32, _precision: u64, out: u32| {
-        with(&mut c, |m, s| {
-            let clock = &mut s.fs.clock;
-            let t = match id {
-                0 => clock.realtime(),
-                // Process and thread CPU time are the monotonic clock: the guest's only CPU
-                // is its own.
-                1..=3 => clock.monotonic(),
-                _ => return Err(Errno::Inval),
-            };
-            m.put_u64(out, t)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_advise", |mut c: Caller<'_, VmState>, fd: u32, off: u64, len: u64, advice: u32| {
-        with(&mut c, |_, s| fs(s).advise(fd, off, len, advice as u8))
-    })?;
-    linker.func_wrap(MODULE, "fd_allocate", |mut c: Caller<'_, VmState>, fd: u32, off: u64, len: u64| {
-        with(&mut c, |_, s| fs(s).allocate(fd, off, len))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "args_get",
+        |mut c: Caller<'_, VmState>, argv: u32, buf: u32| {
+            with(&mut c, |m, s| put_strings(m, &s.args, argv, buf))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "args_sizes_get",
+        |mut c: Caller<'_, VmState>, count: u32, size: u32| {
+            with(&mut c, |m, s| {
+                let (n, bytes) = sizes(&s.args);
+                m.put_u32(count, n)?;
+                m.put_u32(size, bytes)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_get",
+        |mut c: Caller<'_, VmState>, env: u32, buf: u32| {
+            with(&mut c, |m, s| put_strings(m, &s.env, env, buf))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_sizes_get",
+        |mut c: Caller<'_, VmState>, count: u32, size: u32| {
+            with(&mut c, |m, s| {
+                let (n, bytes) = sizes(&s.env);
+                m.put_u32(count, n)?;
+                m.put_u32(size, bytes)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_res_get",
+        |mut c: Caller<'_, VmState>, id: u32, out: u32| {
+            with(&mut c, |m, _| {
+                if id > 3 {
+                    return Err(Errno::Inval);
+                }
+                m.put_u64(out, zvm_fs::clock::CLOCK_RESOLUTION_NS)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_time_get",
+        |mut c: Caller<'_, VmState>, id: u32, _precision: u64, out: u32| {
+            with(&mut c, |m, s| {
+                let clock = &mut s.fs.clock;
+                let t = match id {
+                    0 => clock.realtime(),
+                    // Process and thread CPU time are the monotonic clock: the guest's only CPU
+                    // is its own.
+                    1..=3 => clock.monotonic(),
+                    _ => return Err(Errno::Inval),
+                };
+                m.put_u64(out, t)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_advise",
+        |mut c: Caller<'_, VmState>, fd: u32, off: u64, len: u64, advice: u32| {
+            with(&mut c, |_, s| fs(s).advise(fd, off, len, advice as u8))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_allocate",
+        |mut c: Caller<'_, VmState>, fd: u32, off: u64, len: u64| {
+            with(&mut c, |_, s| fs(s).allocate(fd, off, len))
+        },
+    )?;
     linker.func_wrap(MODULE, "fd_close", |mut c: Caller<'_, VmState>, fd: u32| {
         with(&mut c, |_, s| fs(s).close(fd))
     })?;
-    linker.func_wrap(MODULE, "fd_datasync", |mut c: Caller<'_, VmState>, fd: u32| {
-        with(&mut c, |_, s| fs(s).sync(fd))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_datasync",
+        |mut c: Caller<'_, VmState>, fd: u32| with(&mut c, |_, s| fs(s).sync(fd)),
+    )?;
     linker.func_wrap(MODULE, "fd_sync", |mut c: Caller<'_, VmState>, fd: u32| {
         with(&mut c, |_, s| fs(s).sync(fd))
     })?;
-    linker.func_wrap(MODULE, "fd_fdstat_get", |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let st = fs(s).fdstat(fd)?;
-            let mut b = [0u8; 24];
-            b[0] = st.filetype as u8;
-            b[2..4].copy_from_slice(&st.flags.to_le_bytes());
-            b[8..16].copy_from_slice(&st.rights_base.to_le_bytes());
-            b[16..24].copy_from_slice(&st.rights_inheriting.to_le_bytes());
-            m.put(out, &b)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_fdstat_set_flags", |mut c: Caller<'_, VmState>, fd: u32, flags: u32| {
-        with(&mut c, |_, s| fs(s).set_fdflags(fd, flags as u16))
-    })?;
-    linker.func_wrap(MODULE, "fd_fdstat_set_rights", |mut c: Caller<'_, VmState>, fd: u32, base: u64, inh: u64| {
-        with(&mut c, |_, s| fs(s).set_rights(fd, base, inh))
-    })?;
-    linker.func_wrap(MODULE, "fd_filestat_get", |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let st = fs(s).filestat(fd)?;
-            m.filestat(out, &st)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_filestat_set_size", |mut c: Caller<'_, VmState>, fd: u32, size: u64| {
-        with(&mut c, |_, s| fs(s).set_size(fd, size))
-    })?;
-    linker.func_wrap(MODULE, "fd_filestat_set_times", |mut c: Caller<'_, VmState>, fd: u32, atim: u64, mtim: u64, flags: u32| {
-        with(&mut c, |_, s| {
-            let (a, m) = set_time(flags as u16, atim, mtim)?;
-            fs(s).set_times(fd, a, m)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_pread", |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, off: u64, out: u32| {
-        with(&mut c, |m, s| {
-            let (ptr, len) = m.first_iovec(iovs, n)?;
-            let got = fs(s).pread(fd, m.slice_mut(ptr, len)?, off)?;
-            m.put_u32(out, got as u32)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_prestat_get", |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let len = fs(s).prestat(fd)?.len() as u32;
-            m.put_u32(out, 0)?;
-            m.put_u32(out + 4, len)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_prestat_dir_name", |mut c: Caller<'_, VmState>, fd: u32, buf: u32, len: u32| {
-        with(&mut c, |m, s| {
-            let name = fs(s).prestat(fd)?;
-            if name.len() > len as usize {
-                return Err(Errno::Nametoolong);
-            }
-            m.put(buf, name.as_bytes())
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_pwrite", |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, off: u64, out: u32| {
-        with(&mut c, |m, s| {
-            let (ptr, len) = m.first_iovec(iovs, n)?;
-            let put = fs(s).pwrite(fd, m.slice(ptr, len)?, off)?;
-            m.put_u32(out, put as u32)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_read", |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let (ptr, len) = m.first_iovec(iovs, n)?;
-            let got = fs(s).read(fd, m.slice_mut(ptr, len)?)?;
-            m.put_u32(out, got as u32)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_readdir", |mut c: Caller<'_, VmState>, fd: u32, buf: u32, len: u32, cookie: u64, out: u32| {
-        with(&mut c, |m, s| {
-            let entries = fs(s).readdir(fd)?;
-            let mut bytes = Vec::new();
-            encode_dirents(&entries, cookie, &mut bytes, len as usize);
-            // A full buffer tells the guest to call again with the last cookie it saw.
-            let n = bytes.len().min(len as usize);
-            m.put(buf, &bytes[..n])?;
-            m.put_u32(out, n as u32)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_renumber", |mut c: Caller<'_, VmState>, from: u32, to: u32| {
-        with(&mut c, |_, s| fs(s).renumber(from, to))
-    })?;
-    linker.func_wrap(MODULE, "fd_seek", |mut c: Caller<'_, VmState>, fd: u32, delta: i64, whence: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let whence = Whence::from_raw(whence as u8).ok_or(Errno::Inval)?;
-            let pos = fs(s).seek(fd, delta, whence)?;
-            m.put_u64(out, pos)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_tell", |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let pos = fs(s).tell(fd)?;
-            m.put_u64(out, pos)
-        })
-    })?;
-    linker.func_wrap(MODULE, "fd_write", |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let (ptr, len) = m.first_iovec(iovs, n)?;
-            let put = fs(s).write(fd, m.slice(ptr, len)?)?;
-            m.put_u32(out, put as u32)
-        })
-    })?;
-    linker.func_wrap(MODULE, "path_create_directory", |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32| {
-        with(&mut c, |m, s| fs(s).mkdir(fd, m.str(p, pl)?))
-    })?;
-    linker.func_wrap(MODULE, "path_filestat_get", |mut c: Caller<'_, VmState>, fd: u32, flags: u32, p: u32, pl: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let follow = flags & lookupflags::SYMLINK_FOLLOW != 0;
-            let st = fs(s).path_filestat(fd, m.str(p, pl)?, follow)?;
-            m.filestat(out, &st)
-        })
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let st = fs(s).fdstat(fd)?;
+                let mut b = [0u8; 24];
+                b[0] = st.filetype as u8;
+                b[2..4].copy_from_slice(&st.flags.to_le_bytes());
+                b[8..16].copy_from_slice(&st.rights_base.to_le_bytes());
+                b[16..24].copy_from_slice(&st.rights_inheriting.to_le_bytes());
+                m.put(out, &b)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_set_flags",
+        |mut c: Caller<'_, VmState>, fd: u32, flags: u32| {
+            with(&mut c, |_, s| fs(s).set_fdflags(fd, flags as u16))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_set_rights",
+        |mut c: Caller<'_, VmState>, fd: u32, base: u64, inh: u64| {
+            with(&mut c, |_, s| fs(s).set_rights(fd, base, inh))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_get",
+        |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let st = fs(s).filestat(fd)?;
+                m.filestat(out, &st)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_set_size",
+        |mut c: Caller<'_, VmState>, fd: u32, size: u64| {
+            with(&mut c, |_, s| fs(s).set_size(fd, size))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_set_times",
+        |mut c: Caller<'_, VmState>, fd: u32, atim: u64, mtim: u64, flags: u32| {
+            with(&mut c, |_, s| {
+                let (a, m) = set_time(flags as u16, atim, mtim)?;
+                fs(s).set_times(fd, a, m)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_pread",
+        |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, off: u64, out: u32| {
+            with(&mut c, |m, s| {
+                let (ptr, len) = m.first_iovec(iovs, n)?;
+                let got = fs(s).pread(fd, m.slice_mut(ptr, len)?, off)?;
+                m.put_u32(out, got as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let len = fs(s).prestat(fd)?.len() as u32;
+                m.put_u32(out, 0)?;
+                m.put_u32(out + 4, len)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_dir_name",
+        |mut c: Caller<'_, VmState>, fd: u32, buf: u32, len: u32| {
+            with(&mut c, |m, s| {
+                let name = fs(s).prestat(fd)?;
+                if name.len() > len as usize {
+                    return Err(Errno::Nametoolong);
+                }
+                m.put(buf, name.as_bytes())
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_pwrite",
+        |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, off: u64, out: u32| {
+            with(&mut c, |m, s| {
+                let (ptr, len) = m.first_iovec(iovs, n)?;
+                let put = fs(s).pwrite(fd, m.slice(ptr, len)?, off)?;
+                m.put_u32(out, put as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_read",
+        |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let (ptr, len) = m.first_iovec(iovs, n)?;
+                let got = fs(s).read(fd, m.slice_mut(ptr, len)?)?;
+                m.put_u32(out, got as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_readdir",
+        |mut c: Caller<'_, VmState>, fd: u32, buf: u32, len: u32, cookie: u64, out: u32| {
+            with(&mut c, |m, s| {
+                let entries = fs(s).readdir(fd)?;
+                let mut bytes = Vec::new();
+                encode_dirents(&entries, cookie, &mut bytes, len as usize);
+                // A full buffer tells the guest to call again with the last cookie it saw.
+                let n = bytes.len().min(len as usize);
+                m.put(buf, &bytes[..n])?;
+                m.put_u32(out, n as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_renumber",
+        |mut c: Caller<'_, VmState>, from: u32, to: u32| {
+            with(&mut c, |_, s| fs(s).renumber(from, to))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_seek",
+        |mut c: Caller<'_, VmState>, fd: u32, delta: i64, whence: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let whence = Whence::from_raw(whence as u8).ok_or(Errno::Inval)?;
+                let pos = fs(s).seek(fd, delta, whence)?;
+                m.put_u64(out, pos)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_tell",
+        |mut c: Caller<'_, VmState>, fd: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let pos = fs(s).tell(fd)?;
+                m.put_u64(out, pos)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_write",
+        |mut c: Caller<'_, VmState>, fd: u32, iovs: u32, n: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let (ptr, len) = m.first_iovec(iovs, n)?;
+                let put = fs(s).write(fd, m.slice(ptr, len)?)?;
+                m.put_u32(out, put as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_create_directory",
+        |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32| {
+            with(&mut c, |m, s| fs(s).mkdir(fd, m.str(p, pl)?))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_filestat_get",
+        |mut c: Caller<'_, VmState>, fd: u32, flags: u32, p: u32, pl: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let follow = flags & lookupflags::SYMLINK_FOLLOW != 0;
+                let st = fs(s).path_filestat(fd, m.str(p, pl)?, follow)?;
+                m.filestat(out, &st)
+            })
+        },
+    )?;
     linker.func_wrap(
         MODULE,
         "path_filestat_set_times",
-        |mut c: Caller<'_, VmState>, fd: u32, flags: u32, p: u32, pl: u32, atim: u64, mtim: u64, fst: u32| {
+        |mut c: Caller<'_, VmState>,
+         fd: u32,
+         flags: u32,
+         p: u32,
+         pl: u32,
+         atim: u64,
+         mtim: u64,
+         fst: u32| {
             with(&mut c, |m, s| {
                 let follow = flags & lookupflags::SYMLINK_FOLLOW != 0;
                 let (a, t) = set_time(fst as u16, atim, mtim)?;
@@ -354,7 +476,14 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         MODULE,
         "path_link",
-        |mut c: Caller<'_, VmState>, ofd: u32, flags: u32, op: u32, opl: u32, nfd: u32, np: u32, npl: u32| {
+        |mut c: Caller<'_, VmState>,
+         ofd: u32,
+         flags: u32,
+         op: u32,
+         opl: u32,
+         nfd: u32,
+         np: u32,
+         npl: u32| {
             with(&mut c, |m, s| {
                 let follow = flags & lookupflags::SYMLINK_FOLLOW != 0;
                 let (old, new) = (m.str(op, opl)?, m.str(np, npl)?);
@@ -387,18 +516,26 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap(MODULE, "path_readlink", |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32, buf: u32, len: u32, out: u32| {
-        with(&mut c, |m, s| {
-            let target = fs(s).readlink(fd, m.str(p, pl)?)?;
-            // Like readlink(2), the result is truncated to the buffer.
-            let n = target.len().min(len as usize);
-            m.put(buf, &target.as_bytes()[..n])?;
-            m.put_u32(out, n as u32)
-        })
-    })?;
-    linker.func_wrap(MODULE, "path_remove_directory", |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32| {
-        with(&mut c, |m, s| fs(s).rmdir(fd, m.str(p, pl)?))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "path_readlink",
+        |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32, buf: u32, len: u32, out: u32| {
+            with(&mut c, |m, s| {
+                let target = fs(s).readlink(fd, m.str(p, pl)?)?;
+                // Like readlink(2), the result is truncated to the buffer.
+                let n = target.len().min(len as usize);
+                m.put(buf, &target.as_bytes()[..n])?;
+                m.put_u32(out, n as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_remove_directory",
+        |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32| {
+            with(&mut c, |m, s| fs(s).rmdir(fd, m.str(p, pl)?))
+        },
+    )?;
     linker.func_wrap(
         MODULE,
         "path_rename",
@@ -409,50 +546,91 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap(MODULE, "path_symlink", |mut c: Caller<'_, VmState>, op: u32, opl: u32, fd: u32, np: u32, npl: u32| {
-        with(&mut c, |m, s| {
-            let (target, path) = (m.str(op, opl)?, m.str(np, npl)?);
-            fs(s).symlink(target, fd, path)
-        })
-    })?;
-    linker.func_wrap(MODULE, "path_unlink_file", |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32| {
-        with(&mut c, |m, s| fs(s).unlink(fd, m.str(p, pl)?))
-    })?;
-    linker.func_wrap(MODULE, "poll_oneoff", |mut c: Caller<'_, VmState>, subs: u32, events: u32, n: u32, out: u32| {
-        with(&mut c, |m, s| poll_oneoff(m, s, subs, events, n, out))
-    })?;
-    linker.func_wrap(MODULE, "proc_exit", |_c: Caller<'_, VmState>, code: u32| -> wasmtime::Result<()> {
-        Err(wasmtime::Error::new(Exit(code)))
-    })?;
-    linker.func_wrap(MODULE, "proc_raise", |_c: Caller<'_, VmState>, _sig: u32| -> i32 {
-        // There are no signals in a zvm guest.
-        Errno::Notsup.raw() as i32
-    })?;
-    linker.func_wrap(MODULE, "sched_yield", |_c: Caller<'_, VmState>| -> i32 { 0 })?;
-    linker.func_wrap(MODULE, "random_get", |mut c: Caller<'_, VmState>, buf: u32, len: u32| {
-        with(&mut c, |m, s| {
-            let out = m.slice_mut(buf, len)?;
-            s.fs.random(out);
-            Ok(())
-        })
-    })?;
-    // Sockets: zvm guests talk through channels only.
-    linker.func_wrap(MODULE, "sock_accept", |_c: Caller<'_, VmState>, _fd: u32, _flags: u32, _out: u32| -> i32 {
-        Errno::Notsup.raw() as i32
-    })?;
     linker.func_wrap(
         MODULE,
-        "sock_recv",
-        |_c: Caller<'_, VmState>, _fd: u32, _iovs: u32, _n: u32, _flags: u32, _out: u32, _oflags: u32| -> i32 {
+        "path_symlink",
+        |mut c: Caller<'_, VmState>, op: u32, opl: u32, fd: u32, np: u32, npl: u32| {
+            with(&mut c, |m, s| {
+                let (target, path) = (m.str(op, opl)?, m.str(np, npl)?);
+                fs(s).symlink(target, fd, path)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_unlink_file",
+        |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32| {
+            with(&mut c, |m, s| fs(s).unlink(fd, m.str(p, pl)?))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "poll_oneoff",
+        |mut c: Caller<'_, VmState>, subs: u32, events: u32, n: u32, out: u32| {
+            with(&mut c, |m, s| poll_oneoff(m, s, subs, events, n, out))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "proc_exit",
+        |_c: Caller<'_, VmState>, code: u32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(Exit(code)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "proc_raise",
+        |_c: Caller<'_, VmState>, _sig: u32| -> i32 {
+            // There are no signals in a zvm guest.
             Errno::Notsup.raw() as i32
         },
     )?;
-    linker.func_wrap(MODULE, "sock_send", |_c: Caller<'_, VmState>, _fd: u32, _iovs: u32, _n: u32, _flags: u32, _out: u32| -> i32 {
-        Errno::Notsup.raw() as i32
+    linker.func_wrap(MODULE, "sched_yield", |_c: Caller<'_, VmState>| -> i32 {
+        0
     })?;
-    linker.func_wrap(MODULE, "sock_shutdown", |_c: Caller<'_, VmState>, _fd: u32, _how: u32| -> i32 {
-        Errno::Notsup.raw() as i32
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "random_get",
+        |mut c: Caller<'_, VmState>, buf: u32, len: u32| {
+            with(&mut c, |m, s| {
+                let out = m.slice_mut(buf, len)?;
+                s.fs.random(out);
+                Ok(())
+            })
+        },
+    )?;
+    // Sockets: zvm guests talk through channels only.
+    linker.func_wrap(
+        MODULE,
+        "sock_accept",
+        |_c: Caller<'_, VmState>, _fd: u32, _flags: u32, _out: u32| -> i32 {
+            Errno::Notsup.raw() as i32
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sock_recv",
+        |_c: Caller<'_, VmState>,
+         _fd: u32,
+         _iovs: u32,
+         _n: u32,
+         _flags: u32,
+         _out: u32,
+         _oflags: u32|
+         -> i32 { Errno::Notsup.raw() as i32 },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sock_send",
+        |_c: Caller<'_, VmState>, _fd: u32, _iovs: u32, _n: u32, _flags: u32, _out: u32| -> i32 {
+            Errno::Notsup.raw() as i32
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sock_shutdown",
+        |_c: Caller<'_, VmState>, _fd: u32, _how: u32| -> i32 { Errno::Notsup.raw() as i32 },
+    )?;
     Ok(())
 }
 
@@ -463,7 +641,14 @@ const MAX_SUBSCRIPTIONS: u32 = 4096;
 /// poll_oneoff: descriptors are always ready (files and host streams do not block in zvm);
 /// clock subscriptions are satisfied by advancing virtual time to the earliest deadline, so
 /// a sleeping guest never waits on the host.
-fn poll_oneoff(m: &mut Mem<'_>, s: &mut VmState, subs: u32, events: u32, n: u32, out: u32) -> Result<(), Errno> {
+fn poll_oneoff(
+    m: &mut Mem<'_>,
+    s: &mut VmState,
+    subs: u32,
+    events: u32,
+    n: u32,
+    out: u32,
+) -> Result<(), Errno> {
     if n == 0 {
         return Err(Errno::Inval);
     }
@@ -492,7 +677,11 @@ fn poll_oneoff(m: &mut Mem<'_>, s: &mut VmState, subs: u32, events: u32, n: u32,
                         continue;
                     }
                 };
-                let deadline = if abstime { timeout } else { now.saturating_add(timeout) };
+                let deadline = if abstime {
+                    timeout
+                } else {
+                    now.saturating_add(timeout)
+                };
                 if earliest.is_none_or(|(d, _, _)| deadline < d) {
                     earliest = Some((deadline, i, realtime));
                 }
