@@ -326,11 +326,11 @@ impl ChannelHandle {
         if want == 0 && !buf.is_empty() {
             // The byte quota is used up. At the end of a file that is end of file, not an
             // error: a quota equal to the input's size must let the guest see EOF.
-            if let Some(size) = self.file_size() {
-                if at.unwrap_or(self.pos) >= size {
-                    self.counters.reads += 1;
-                    return Ok(0);
-                }
+            if let Some(size) = self.file_size()
+                && at.unwrap_or(self.pos) >= size
+            {
+                self.counters.reads += 1;
+                return Ok(0);
             }
             return Err(self.quota_error(QuotaKind::ReadBytes));
         }
@@ -439,30 +439,30 @@ impl ChannelHandle {
         // summary still stands.
         let _ = self.flush();
         let mut committed = None;
-        if let Backend::Staged(staged) = &mut self.backend {
-            if commit {
-                let commit_err = |source| SetupError::Commit {
-                    channel: self.name.to_string(),
-                    path: staged.dest.clone(),
-                    source,
+        if let Backend::Staged(staged) = &mut self.backend
+            && commit
+        {
+            let commit_err = |source| SetupError::Commit {
+                channel: self.name.to_string(),
+                path: staged.dest.clone(),
+                source,
+            };
+            staged.file.sync_all().map_err(commit_err)?;
+            std::fs::rename(&staged.temp, &staged.dest).map_err(commit_err)?;
+            staged.done = true;
+            if let Some(dir) = staged.dest.parent() {
+                // Make the rename itself durable; a failure here leaves the new content
+                // in place, so it is not an error of the run.
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
                 };
-                staged.file.sync_all().map_err(commit_err)?;
-                std::fs::rename(&staged.temp, &staged.dest).map_err(commit_err)?;
-                staged.done = true;
-                if let Some(dir) = staged.dest.parent() {
-                    // Make the rename itself durable; a failure here leaves the new content
-                    // in place, so it is not an error of the run.
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
-                    if let Ok(d) = File::open(dir) {
-                        let _ = d.sync_all();
-                    }
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
                 }
-                committed = Some(staged.dest.clone());
             }
+            committed = Some(staged.dest.clone());
         }
         Ok(ChannelSummary {
             name: self.name.to_string(),

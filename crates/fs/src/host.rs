@@ -126,9 +126,9 @@ fn filestat(mount: u32, st: &rustix::fs::Stat) -> Filestat {
         },
         nlink: st.st_nlink,
         size: st.st_size as u64,
-        atim: ns(st.st_atime, st.st_atime_nsec as u64),
-        mtim: ns(st.st_mtime, st.st_mtime_nsec as u64),
-        ctim: ns(st.st_ctime, st.st_ctime_nsec as u64),
+        atim: ns(st.st_atime, st.st_atime_nsec),
+        mtim: ns(st.st_mtime, st.st_mtime_nsec),
+        ctim: ns(st.st_ctime, st.st_ctime_nsec),
     }
 }
 

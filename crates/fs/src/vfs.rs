@@ -458,10 +458,10 @@ impl Fs {
         if name.len() > MAX_NAME_LEN {
             return Err(Errno::Nametoolong);
         }
-        if let Some(parent) = self.overlay_parent(loc) {
-            if let Some(node) = self.overlays.get(&(parent, name.to_string())) {
-                return Ok(Some(node.clone()));
-            }
+        if let Some(parent) = self.overlay_parent(loc)
+            && let Some(node) = self.overlays.get(&(parent, name.to_string()))
+        {
+            return Ok(Some(node.clone()));
         }
         Ok(match loc.top() {
             Node::Scratch(id) => {
@@ -546,10 +546,10 @@ impl Fs {
             match comp.as_str() {
                 "." => continue,
                 ".." => {
-                    if let Node::Scratch(id) = loc.top() {
-                        if self.scratch.is_removed(*id) {
-                            return Err(Errno::Noent);
-                        }
+                    if let Node::Scratch(id) = loc.top()
+                        && self.scratch.is_removed(*id)
+                    {
+                        return Err(Errno::Noent);
                     }
                     if loc.stack.len() > 1 {
                         loc.stack.pop();
@@ -571,26 +571,26 @@ impl Fs {
                 }
                 return Err(Errno::Noent);
             };
-            if !is_final || follow_final || trailing_slash {
-                if let Some(target) = self.symlink_target(&node)? {
-                    follows += 1;
-                    if follows > MAX_SYMLINK_FOLLOWS {
-                        return Err(Errno::Loop);
-                    }
-                    if target.is_empty() {
-                        return Err(Errno::Noent);
-                    }
-                    if target.starts_with('/') {
-                        loc.stack.truncate(1);
-                    }
-                    if is_final {
-                        trailing_slash = trailing_slash || target.ends_with('/');
-                    }
-                    for c in target.split('/').filter(|c| !c.is_empty()).rev() {
-                        comps.push_front(c.to_string());
-                    }
-                    continue;
+            if (!is_final || follow_final || trailing_slash)
+                && let Some(target) = self.symlink_target(&node)?
+            {
+                follows += 1;
+                if follows > MAX_SYMLINK_FOLLOWS {
+                    return Err(Errno::Loop);
                 }
+                if target.is_empty() {
+                    return Err(Errno::Noent);
+                }
+                if target.starts_with('/') {
+                    loc.stack.truncate(1);
+                }
+                if is_final {
+                    trailing_slash = trailing_slash || target.ends_with('/');
+                }
+                for c in target.split('/').filter(|c| !c.is_empty()).rev() {
+                    comps.push_front(c.to_string());
+                }
+                continue;
             }
             if is_final {
                 return Ok(Resolved::Entry {
@@ -649,10 +649,10 @@ impl Fs {
         if let Handle::Scratch(id) = handle {
             self.scratch.closed(id);
         }
-        if let Handle::Dir(loc) = handle {
-            if let Node::Scratch(id) = loc.top() {
-                self.scratch.closed(*id);
-            }
+        if let Handle::Dir(loc) = handle
+            && let Node::Scratch(id) = loc.top()
+        {
+            self.scratch.closed(*id);
         }
     }
 

@@ -271,14 +271,14 @@ impl Runtime {
         pin: Option<ContentHash>,
     ) -> Result<Program, Error> {
         let hash = ContentHash::of(bytes);
-        if let Some(expected) = pin {
-            if expected != hash {
-                return Err(Error::HashMismatch {
-                    path: path.to_path_buf(),
-                    expected,
-                    actual: hash,
-                });
-            }
+        if let Some(expected) = pin
+            && expected != hash
+        {
+            return Err(Error::HashMismatch {
+                path: path.to_path_buf(),
+                expected,
+                actual: hash,
+            });
         }
         let refused = |reason: String| Error::Refused {
             path: path.to_path_buf(),
@@ -313,12 +313,12 @@ impl Runtime {
             }
         };
         policy::check_module(&module).map_err(refused)?;
-        if validation == Validation::Compiled {
-            if let Some(cache) = &self.cache {
-                // A cache that cannot be written only costs speed next time.
-                if let Err(e) = cache.put(&hash, &module) {
-                    tracing::debug!("compile cache: {e}");
-                }
+        if validation == Validation::Compiled
+            && let Some(cache) = &self.cache
+        {
+            // A cache that cannot be written only costs speed next time.
+            if let Err(e) = cache.put(&hash, &module) {
+                tracing::debug!("compile cache: {e}");
             }
         }
         let pre = self
@@ -528,7 +528,7 @@ fn classify(
             State::QuotaExceeded { channel, quota }
         }
         (Some(_), _) => State::Trap {
-            message: trap_message(outcome.as_ref().err().expect("a trap is an error")),
+            message: trap_message(outcome.as_ref().expect_err("a trap is an error")),
         },
         (None, Some(0)) => State::Ok,
         (None, Some(code)) => State::Exited { code },

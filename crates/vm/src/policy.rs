@@ -26,13 +26,13 @@ pub fn check_binary(bytes: &[u8]) -> Result<(), String> {
             }
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports().flatten() {
-                    if let wasmtime::wasmparser::TypeRef::Memory(mem) = import.ty {
-                        if mem.shared {
-                            return Err(format!(
-                                "import `{}::{}` is a shared memory (wasm threads), which zvm refuses: threads make runs non-deterministic",
-                                import.module, import.name
-                            ));
-                        }
+                    if let wasmtime::wasmparser::TypeRef::Memory(mem) = import.ty
+                        && mem.shared
+                    {
+                        return Err(format!(
+                            "import `{}::{}` is a shared memory (wasm threads), which zvm refuses: threads make runs non-deterministic",
+                            import.module, import.name
+                        ));
                     }
                 }
             }

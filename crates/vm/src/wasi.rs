@@ -696,15 +696,15 @@ fn poll_oneoff(
             _ => return Err(Errno::Inval),
         }
     }
-    if ready.is_empty() {
-        if let Some((deadline, i, realtime)) = earliest {
-            if realtime {
-                s.fs.clock.advance_realtime_to(deadline);
-            } else {
-                s.fs.clock.advance_monotonic_to(deadline);
-            }
-            ready.push((m.u64(subs + i * 48)?, 0, 0, 0));
+    if ready.is_empty()
+        && let Some((deadline, i, realtime)) = earliest
+    {
+        if realtime {
+            s.fs.clock.advance_realtime_to(deadline);
+        } else {
+            s.fs.clock.advance_monotonic_to(deadline);
         }
+        ready.push((m.u64(subs + i * 48)?, 0, 0, 0));
     }
     for (k, (userdata, err, tag, nbytes)) in ready.iter().enumerate() {
         let mut b = [0u8; 32];
