@@ -16,6 +16,24 @@
 //!   any way it likes; it cannot make `run` panic or return an error: guest failures are
 //!   states in the report. `run` errs only when the VM cannot be set up (a missing input file,
 //!   a bad mount), which is the manifest's or host's fault, not the guest's.
+//!
+//! # Example
+//!
+//! ```
+//! use std::path::Path;
+//! use zvm_manifest::Manifest;
+//! use zvm_vm::{Runtime, RuntimeConfig, RunIo, State};
+//!
+//! let wat = r#"(module
+//!     (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+//!     (memory (export "memory") 1)
+//!     (func (export "_start") (call $exit (i32.const 3))))"#;
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let program = runtime.load(Path::new("exit3.wat"), wat.as_bytes(), None)?;
+//! let report = program.run(&Manifest::for_program("exit3.wat"), RunIo::default())?;
+//! assert_eq!(report.state, State::Exited { code: 3 });
+//! # Ok::<(), zvm_vm::Error>(())
+//! ```
 
 pub mod cache;
 pub mod policy;
@@ -548,4 +566,127 @@ fn trap_message(e: &wasmtime::Error) -> String {
     // Instantiation failures and host errors: the outermost message is the most specific.
     let text = format!("{e}");
     text.lines().next().unwrap_or("unknown failure").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zvm_channel::Endpoint;
+
+    /// A `Write` that appends to a shared buffer, to capture a guest's stdout.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn run_wat(wat: &str, manifest: Manifest) -> (Report, Vec<u8>) {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let program = rt
+            .load(Path::new("test.wat"), wat.as_bytes(), None)
+            .unwrap();
+        let out = Capture::default();
+        let io = RunIo::default()
+            .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
+            .bind("stdout", Endpoint::Writer(Box::new(out.clone())));
+        let report = program.run(&manifest, io).unwrap();
+        let bytes = out.0.lock().unwrap().clone();
+        (report, bytes)
+    }
+
+    fn refusal(wat: &str) -> String {
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        match rt.load(Path::new("test.wat"), wat.as_bytes(), None) {
+            Err(Error::Refused { reason, .. }) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    const HELLO: &str = r#"(module
+        (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 16) "hi\n")
+        (func (export "_start")
+            (i32.store (i32.const 0) (i32.const 16))
+            (i32.store (i32.const 4) (i32.const 3))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+    #[test]
+    fn embedded_run_captures_stdout_and_counts_it() {
+        let (report, out) = run_wat(HELLO, Manifest::for_program("test.wat"));
+        assert_eq!(out, b"hi\n");
+        assert_eq!(report.state, State::Ok);
+        let stdout = &report.channels[1];
+        assert_eq!(
+            (stdout.name.as_str(), stdout.writes, stdout.write_bytes),
+            ("stdout", 1, 3)
+        );
+        assert_eq!(stdout.etag, blake3::hash(b"hi\n").to_hex().to_string());
+        assert!(report.fuel_used > 0 && report.fuel_used < 100);
+    }
+
+    #[test]
+    fn bad_pointers_are_efault_not_host_faults() {
+        let wat = r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 65530))
+                (i32.store (i32.const 4) (i32.const 100))
+                (call $exit (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+        let (report, out) = run_wat(wat, Manifest::for_program("test.wat"));
+        assert!(out.is_empty());
+        assert_eq!(report.exit_code, Some(zvm_fs::Errno::Fault.raw() as u32));
+    }
+
+    #[test]
+    fn memory_growth_past_the_limit_fails_and_is_reported() {
+        let wat = r#"(module
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (if (i32.ne (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))
+                (call $exit (i32.const 7))))"#;
+        let mut m = Manifest::for_program("test.wat");
+        m.limits.memory = 1 << 20;
+        let (report, _) = run_wat(wat, m);
+        assert_eq!(report.state, State::MemoryLimit);
+        assert_eq!(report.exit_code, Some(7));
+        assert_eq!(report.peak_memory, 65536);
+    }
+
+    #[test]
+    fn fuel_is_deterministic_and_bounded() {
+        let wat = r#"(module (func (export "_start") (loop (br 0))))"#;
+        let mut m = Manifest::for_program("test.wat");
+        m.limits.fuel = 10_000;
+        let (a, _) = run_wat(wat, m.clone());
+        assert_eq!(a.state, State::OutOfFuel);
+        assert_eq!(a.fuel_used, 10_000);
+    }
+
+    #[test]
+    fn policy_names_what_it_refuses() {
+        let r = refusal(
+            r#"(module (import "env" "f" (func)) (memory (export "memory") 1) (func (export "_start")))"#,
+        );
+        assert!(r.contains("`env::f`"), "{r}");
+        let r = refusal(r#"(module (memory (export "memory") 1))"#);
+        assert!(r.contains("`_start`"), "{r}");
+        let r = refusal(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32))) (memory (export "memory") 1) (func (export "_start")))"#,
+        );
+        assert!(r.contains("fd_write"), "{r}");
+        let r =
+            refusal(r#"(module (memory (export "memory") 1 1 shared) (func (export "_start")))"#);
+        assert!(r.contains("shared memory"), "{r}");
+    }
 }
