@@ -57,37 +57,30 @@ pub enum ChannelError {
     #[error("channel `{0}` is sequential")]
     NotSeekable(String),
     /// The host side failed.
-    #[error("channel `{channel}`: {source}")]
-    Io {
-        channel: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("channel `{channel}`: {error}")]
+    Io { channel: String, error: io::Error },
 }
 
 /// Errors setting a channel up or committing it: these name the host file.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("channel `{channel}`: cannot open `{path}`: {source}")]
+    #[error("channel `{channel}`: cannot open `{path}`: {error}")]
     Open {
         channel: String,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
-    #[error("channel `{channel}`: cannot stage output next to `{path}`: {source}")]
+    #[error("channel `{channel}`: cannot stage output next to `{path}`: {error}")]
     Stage {
         channel: String,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
-    #[error("channel `{channel}`: cannot commit output `{path}`: {source}")]
+    #[error("channel `{channel}`: cannot commit output `{path}`: {error}")]
     Commit {
         channel: String,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -190,16 +183,16 @@ impl ChannelHandle {
             ChannelSource::Stdio(StdStream::Stderr) => Backend::Stderr,
             ChannelSource::Null => Backend::Null,
             ChannelSource::File(path) if !channel.mode.can_write() => {
-                let file = File::open(path).map_err(|source| SetupError::Open {
+                let file = File::open(path).map_err(|error| SetupError::Open {
                     channel: channel.name.to_string(),
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
                     return Err(SetupError::Open {
                         channel: channel.name.to_string(),
                         path: path.clone(),
-                        source: io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
+                        error: io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
                     });
                 }
                 Backend::File(file)
@@ -292,10 +285,10 @@ impl ChannelHandle {
         }
     }
 
-    fn io_error(&self, source: io::Error) -> ChannelError {
+    fn io_error(&self, error: io::Error) -> ChannelError {
         ChannelError::Io {
             channel: self.name.to_string(),
-            source,
+            error,
         }
     }
 
@@ -442,10 +435,10 @@ impl ChannelHandle {
         if let Backend::Staged(staged) = &mut self.backend
             && commit
         {
-            let commit_err = |source| SetupError::Commit {
+            let commit_err = |error| SetupError::Commit {
                 channel: self.name.to_string(),
                 path: staged.dest.clone(),
-                source,
+                error,
             };
             staged.file.sync_all().map_err(commit_err)?;
             std::fs::rename(&staged.temp, &staged.dest).map_err(commit_err)?;
@@ -478,10 +471,10 @@ impl ChannelHandle {
 /// Creates the temporary file an output is written into: in the destination's directory (so
 /// the commit is a same-filesystem rename), hidden, and unique to this process and call.
 fn stage(channel: &Channel, dest: &Path) -> Result<Staged, SetupError> {
-    let stage_err = |source| SetupError::Stage {
+    let stage_err = |error| SetupError::Stage {
         channel: channel.name.to_string(),
         path: dest.to_path_buf(),
-        source,
+        error,
     };
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

@@ -32,7 +32,12 @@ fn compile(args: &CompileArgs) -> Result<()> {
     }
     for path in &args.programs {
         let program = runtime.load_file(path, None)?;
-        println!("{}: {} ({})", path.display(), program.hash(), program.validation());
+        println!(
+            "{}: {} ({})",
+            path.display(),
+            program.hash(),
+            program.validation()
+        );
     }
     Ok(())
 }

@@ -20,7 +20,9 @@ pub fn for_report(report: &Report) -> i32 {
     match &report.state {
         State::Ok => 0,
         State::Exited { code } => (*code).min(255) as i32,
-        State::OutOfFuel | State::TimedOut | State::MemoryLimit | State::QuotaExceeded { .. } => LIMIT,
+        State::OutOfFuel | State::TimedOut | State::MemoryLimit | State::QuotaExceeded { .. } => {
+            LIMIT
+        }
         State::Trap { .. } => TRAP,
         State::ValidationFailed { .. } => CANNOT_START,
     }

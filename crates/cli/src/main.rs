@@ -22,6 +22,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only add noise"
+)]
 enum Command {
     Run(run::RunArgs),
     Validate(validate::ValidateArgs),

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Manifest, Mount, MountSource, Quota};
+use zvm_manifest::{
+    AccessMode, Channel, ChannelName, ChannelSource, Manifest, Mount, MountSource, Quota,
+};
 use zvm_vm::{Report, RunIo, Runtime, RuntimeConfig};
 
 use crate::exit;
@@ -35,7 +37,11 @@ pub struct RunArgs {
 
     /// Arguments for the guest (after the program, or after `--`); they replace the
     /// manifest's `args`.
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 
     /// Mount a host directory read-write at GUEST (default: the same path), like wasmtime's
@@ -139,6 +145,17 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("zvm: program `{}` refused: {reason}", path.display());
             Report::refused(&path.display().to_string(), Some(hash.to_string()), reason)
         }
+        Err(e @ zvm_vm::Error::HashMismatch { .. }) => {
+            eprintln!("zvm: {e}");
+            let zvm_vm::Error::HashMismatch { path, actual, .. } = &e else {
+                unreachable!("matched above")
+            };
+            Report::refused(
+                &path.display().to_string(),
+                Some(actual.to_string()),
+                e.to_string(),
+            )
+        }
         Err(e) => return Err(e.into()),
     };
     emit_report(&args, &report)?;
@@ -146,7 +163,11 @@ fn run(args: RunArgs) -> Result<i32> {
 }
 
 pub fn runtime(no_cache: bool) -> Result<Runtime> {
-    let cache_dir = if no_cache { None } else { Runtime::default_cache_dir() };
+    let cache_dir = if no_cache {
+        None
+    } else {
+        Runtime::default_cache_dir()
+    };
     Runtime::new(RuntimeConfig { cache_dir }).context("starting the runtime")
 }
 
@@ -177,7 +198,8 @@ pub fn is_program(path: &Path) -> Result<bool> {
         return Ok(true);
     }
     let mut magic = [0u8; 4];
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let n = std::io::Read::read(&mut f, &mut magic).unwrap_or(0);
     Ok(n == 4 && &magic == b"\0asm")
 }
@@ -197,7 +219,8 @@ pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
             Some((n, v)) => (n.to_string(), v.to_string()),
             None => (
                 spec.clone(),
-                std::env::var(spec).with_context(|| format!("--env `{spec}`: not set on the host"))?,
+                std::env::var(spec)
+                    .with_context(|| format!("--env `{spec}`: not set on the host"))?,
             ),
         };
         if name.is_empty() {
@@ -233,13 +256,16 @@ pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
         m.limits.fuel = fuel;
     }
     if let Some(s) = &args.memory {
-        m.limits.memory = zvm_manifest::parse_size(s).map_err(|e| anyhow::anyhow!("--memory `{s}`: {e}"))?;
+        m.limits.memory =
+            zvm_manifest::parse_size(s).map_err(|e| anyhow::anyhow!("--memory `{s}`: {e}"))?;
     }
     if let Some(s) = &args.timeout {
-        m.limits.timeout = zvm_manifest::parse_duration(s).map_err(|e| anyhow::anyhow!("--timeout `{s}`: {e}"))?;
+        m.limits.timeout =
+            zvm_manifest::parse_duration(s).map_err(|e| anyhow::anyhow!("--timeout `{s}`: {e}"))?;
     }
     if let Some(s) = &args.scratch {
-        m.limits.scratch = zvm_manifest::parse_size(s).map_err(|e| anyhow::anyhow!("--scratch `{s}`: {e}"))?;
+        m.limits.scratch =
+            zvm_manifest::parse_size(s).map_err(|e| anyhow::anyhow!("--scratch `{s}`: {e}"))?;
     }
     if let Some(n) = args.open_files {
         m.limits.open_files = n;
@@ -286,7 +312,11 @@ fn set_channel(m: &mut Manifest, spec: &str, mode: Option<AccessMode>, flag: &st
             let mode = AccessMode::parse(mode).with_context(|| {
                 format!(
                     "{flag} `{spec}`: unknown mode `{mode}`, expected one of {}",
-                    AccessMode::ALL.iter().map(|(_, s)| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                    AccessMode::ALL
+                        .iter()
+                        .map(|(_, s)| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?;
             (path, mode)

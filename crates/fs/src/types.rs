@@ -116,7 +116,7 @@ impl From<ChannelError> for Errno {
             ChannelError::Quota { .. } => Errno::Dquot,
             ChannelError::Direction(_) => Errno::Badf,
             ChannelError::NotSeekable(_) => Errno::Spipe,
-            ChannelError::Io { source, .. } => Errno::from_host(&source),
+            ChannelError::Io { error, .. } => Errno::from_host(&error),
         }
     }
 }

@@ -277,7 +277,7 @@ impl Fs {
             };
             let node = match &m.source {
                 MountSource::Image(path) => {
-                    let image = Image::open(path).map_err(|e| mount_err(e.to_string()))?;
+                    let image = Image::open(path).map_err(|e| mount_err(error_chain(&e)))?;
                     fs.images.push(image);
                     let img = (fs.images.len() - 1) as u32;
                     Node::Image {
@@ -1769,6 +1769,18 @@ impl Fs {
     pub fn image_paths(&self) -> Vec<PathBuf> {
         self.images.iter().map(|i| i.path().to_path_buf()).collect()
     }
+}
+
+/// An error and its causes on one line, `outer: inner: ...`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn entry_in(fds: &[Option<FdEntry>], fd: u32) -> Result<&FdEntry, Errno> {

@@ -74,11 +74,10 @@ pub const MAX_BACKTRACE_FRAMES: usize = 64;
 /// Errors of the runtime: everything that stops a VM from being set up or started.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read program `{path}`: {source}")]
+    #[error("cannot read program `{path}`: {error}")]
     ReadProgram {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("program `{path}` is {size} bytes, more than the {max}-byte limit")]
     ProgramTooLarge { path: PathBuf, size: u64, max: u64 },
@@ -265,9 +264,9 @@ impl Runtime {
 
     /// Reads, checks and prepares the program at `path`.
     pub fn load_file(&self, path: &Path, pin: Option<ContentHash>) -> Result<Program, Error> {
-        let read_err = |source| Error::ReadProgram {
+        let read_err = |error| Error::ReadProgram {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let size = std::fs::metadata(path).map_err(read_err)?.len();
         if size > MAX_PROGRAM_BYTES {

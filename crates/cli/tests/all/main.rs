@@ -4,4 +4,12 @@
 //! programs from `tests/guests/c`, compiled with clang for `wasm32-wasi` on first use (see
 //! [`support`]).
 
+mod channels;
+mod devices;
+mod filesystem;
+mod languages;
+mod limits;
+mod manifests;
+mod mounts;
+mod run;
 mod support;

@@ -9,7 +9,10 @@ use std::sync::{Mutex, OnceLock};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Where compiled guests and the shared compile cache live.
@@ -31,8 +34,14 @@ pub fn c_guest(name: &str) -> PathBuf {
     let out = build_dir().join(format!("guests/{name}.wasm"));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let stale = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
-        (Ok(s), Ok(o)) => s.modified().unwrap() > o.modified().unwrap()
-            || std::fs::metadata(repo().join("tests/guests/c/check.h")).unwrap().modified().unwrap() > o.modified().unwrap(),
+        (Ok(s), Ok(o)) => {
+            s.modified().unwrap() > o.modified().unwrap()
+                || std::fs::metadata(repo().join("tests/guests/c/check.h"))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+                    > o.modified().unwrap()
+        }
         (Ok(_), Err(_)) => true,
         (Err(e), _) => panic!("no guest source `{}`: {e}", src.display()),
     };
@@ -101,7 +110,9 @@ pub fn run(args: &[&str], stdin: &[u8]) -> Output {
 
 pub fn run_cmd(cmd: &mut Command, stdin: &[u8]) -> Output {
     use std::io::Write;
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning zvm");
     let mut pipe = child.stdin.take().unwrap();
     let input = stdin.to_vec();
