@@ -217,16 +217,20 @@ fn timespec(t: crate::types::SetTime) -> rustix::fs::Timespec {
     }
 }
 
+fn timestamps(atim: crate::types::SetTime, mtim: crate::types::SetTime) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: timespec(atim),
+        last_modification: timespec(mtim),
+    }
+}
+
 pub fn set_times_at(
     dir: &HostDir,
     name: &str,
     atim: crate::types::SetTime,
     mtim: crate::types::SetTime,
 ) -> Result<(), Errno> {
-    let ts = rustix::fs::Timestamps {
-        last_access: timespec(atim),
-        last_modification: timespec(mtim),
-    };
+    let ts = timestamps(atim, mtim);
     Ok(rustix::fs::utimensat(
         &*dir.fd,
         name,
@@ -240,9 +244,5 @@ pub fn set_times_fd(
     atim: crate::types::SetTime,
     mtim: crate::types::SetTime,
 ) -> Result<(), Errno> {
-    let ts = rustix::fs::Timestamps {
-        last_access: timespec(atim),
-        last_modification: timespec(mtim),
-    };
-    Ok(rustix::fs::futimens(fd, &ts)?)
+    Ok(rustix::fs::futimens(fd, &timestamps(atim, mtim))?)
 }

@@ -754,13 +754,7 @@ impl Fs {
         pos: u64,
         positioned: bool,
     ) -> Result<usize, Errno> {
-        let e = entry_in(&self.fds, fd)?;
-        if matches!(e.handle, Handle::Dir(_)) {
-            return Err(Errno::Isdir);
-        }
-        if !e.read {
-            return Err(Errno::Badf);
-        }
+        let e = data_entry(&self.fds, fd, false)?;
         match &e.handle {
             Handle::Dir(_) => Err(Errno::Isdir),
             Handle::Scratch(id) => self.scratch.read_at(*id, pos, buf),
@@ -818,13 +812,7 @@ impl Fs {
         positioned: bool,
     ) -> Result<usize, Errno> {
         let now = self.now();
-        let e = entry_in(&self.fds, fd)?;
-        if matches!(e.handle, Handle::Dir(_)) {
-            return Err(Errno::Isdir);
-        }
-        if !e.write {
-            return Err(Errno::Badf);
-        }
+        let e = data_entry(&self.fds, fd, true)?;
         match &e.handle {
             Handle::Dir(_) => Err(Errno::Isdir),
             Handle::Scratch(id) => self.scratch.write_at(*id, pos, data, now),
@@ -1781,6 +1769,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// The entry of `fd` if it may transfer data in that direction.
+fn data_entry(fds: &[Option<FdEntry>], fd: u32, write: bool) -> Result<&FdEntry, Errno> {
+    let e = entry_in(fds, fd)?;
+    if matches!(e.handle, Handle::Dir(_)) {
+        return Err(Errno::Isdir);
+    }
+    if !(if write { e.write } else { e.read }) {
+        return Err(Errno::Badf);
+    }
+    Ok(e)
 }
 
 fn entry_in(fds: &[Option<FdEntry>], fd: u32) -> Result<&FdEntry, Errno> {
