@@ -1554,16 +1554,11 @@ impl Fs {
                 Ok(())
             }
             Node::HostDir(dir) => {
-                // The link will exist on the host too, where host tools would follow it: refuse
-                // targets that would point outside the mount from the host's point of view.
-                let depth = parent
-                    .stack
-                    .iter()
-                    .rev()
-                    .take_while(|n| matches!(n, Node::HostDir(d) if d.mount == dir.mount))
-                    .count()
-                    - 1;
-                if target.starts_with('/') || climbs_above(target, depth) {
+                // The link will exist on the host too, where host tools follow it. A target
+                // that is absolute or has a `..` could point outside the mount, at once or
+                // after the link (or a directory above it) is moved; one that only descends
+                // stays inside wherever it is moved to.
+                if target.starts_with('/') || target.split('/').any(|c| c == "..") {
                     return Err(Errno::Perm);
                 }
                 host::symlink(target, dir, &name)
@@ -1787,25 +1782,6 @@ fn entry_in(fds: &[Option<FdEntry>], fd: u32) -> Result<&FdEntry, Errno> {
     fds.get(fd as usize)
         .and_then(Option::as_ref)
         .ok_or(Errno::Badf)
-}
-
-/// Whether a relative symlink target climbs above the directory `depth` levels below the
-/// mount root.
-fn climbs_above(target: &str, depth: usize) -> bool {
-    let mut level = depth as isize;
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                level -= 1;
-                if level < 0 {
-                    return true;
-                }
-            }
-            _ => level += 1,
-        }
-    }
-    false
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! zvm's WASI preview1 host: the ABI between a guest and its [`Fs`](zvm_fs::Fs) world.
+//! zvm's WASI preview1 host: the ABI between a guest and its [`Fs`] world.
 //!
 //! Each function here only moves values across the boundary: it checks and decodes guest
 //! pointers (every out-of-bounds access is `EFAULT`, never a host fault), calls the world,
