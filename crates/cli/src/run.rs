@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use zvm_manifest::{
     AccessMode, Channel, ChannelName, ChannelSource, Manifest, Mount, MountSource, Quota,
 };
-use zvm_vm::{Report, RunIo, Runtime, RuntimeConfig};
+use zvm_vm::{Allocator, Report, RunIo, Runtime, RuntimeConfig};
 
 use crate::exit;
 
@@ -168,7 +168,12 @@ pub fn runtime(no_cache: bool) -> Result<Runtime> {
     } else {
         Runtime::default_cache_dir()
     };
-    Runtime::new(RuntimeConfig { cache_dir }).context("starting the runtime")
+    Runtime::new(RuntimeConfig {
+        cache_dir,
+        // One VM per process: reserving a pool of slots would only slow the start.
+        allocator: Allocator::OnDemand,
+    })
+    .context("starting the runtime")
 }
 
 fn emit_report(args: &RunArgs, report: &Report) -> Result<()> {

@@ -168,10 +168,10 @@ struct FdEntry {
 
 /// What the world is built from.
 #[derive(Debug)]
-pub struct WorldConfig {
+pub struct WorldConfig<'a> {
     /// Opened channels, in manifest order; must include stdin, stdout and stderr.
     pub channels: Vec<ChannelHandle>,
-    pub mounts: Vec<Mount>,
+    pub mounts: &'a [Mount],
     pub limits: Limits,
     pub clock: Clock,
     pub seed: u64,
@@ -218,7 +218,7 @@ fn split_parent(abs: &str) -> (Vec<&str>, &str) {
 
 impl Fs {
     /// Builds the world: scratch root, `/dev`, mounts, and the descriptor table.
-    pub fn new(config: WorldConfig) -> Result<Fs, SetupError> {
+    pub fn new(config: WorldConfig<'_>) -> Result<Fs, SetupError> {
         let clock = VirtualClock::new(config.clock);
         let now = clock.peek_realtime();
         let mut fs = Fs {
@@ -373,7 +373,7 @@ impl Fs {
                 preopen: None,
             }));
         }
-        for m in &config.mounts {
+        for m in config.mounts {
             preopens.push(m.guest.clone());
         }
         if !config.mounts.iter().any(|m| m.guest == "/") {
@@ -1803,6 +1803,7 @@ mod tests {
     }
 
     fn world(mounts: Vec<Mount>, limits: Limits) -> Fs {
+        let mounts = &mounts;
         Fs::new(WorldConfig {
             channels: vec![
                 null_channel("stdin", AccessMode::SequentialRead),

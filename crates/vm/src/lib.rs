@@ -61,7 +61,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const MAX_PROGRAM_BYTES: u64 = 64 << 20;
 
 /// Largest table a guest may grow, in elements: generous for C function-pointer tables.
-pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Largest wasm call stack, in bytes: deep enough for recursive programs, bounded so that
 /// runaway recursion traps cleanly.
@@ -98,6 +98,11 @@ pub enum Error {
     Setup(#[from] zvm_fs::SetupError),
     #[error(transparent)]
     Channel(#[from] zvm_channel::SetupError),
+    /// Every pooled slot is in use: a host capacity limit, not the guest's fault.
+    #[error("all {slots} VM slots of the pool are in use; try again later or configure more")]
+    PoolExhausted { slots: u32 },
+    #[error("the manifest's memory limit of {asked} bytes exceeds the pool's {max}-byte slots")]
+    MemoryOverPool { asked: u64, max: u64 },
     #[error("engine: {0}")]
     Engine(String),
 }
@@ -108,11 +113,63 @@ impl Error {
     }
 }
 
+/// Default number of VMs a pooled runtime holds at once: enough for a thousand concurrent
+/// guests, while each slot only reserves address space until it is used (a 64-bit process
+/// has 128 TiB of it; a slot takes about 4 GiB plus guards).
+pub const DEFAULT_POOL_SLOTS: u32 = 1024;
+
+/// Default bytes of each pooled memory kept resident and zeroed with `memset` on reuse
+/// instead of being handed back to the kernel: small guests then reuse warm pages.
+pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
+
+/// Tables a module may have in a pooled slot; C and Rust programs have one.
+pub const MAX_TABLES_PER_MODULE: u32 = 2;
+
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
     /// Where compiled programs are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// How VM instances and memories are allocated.
+    pub allocator: Allocator,
+}
+
+/// How VM instances and memories are allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Map fresh memory for every VM: nothing is reserved up front, which suits a process
+    /// that runs one VM (`zvm run`).
+    OnDemand,
+    /// Reuse pre-reserved slots with copy-on-write memory images: the fast path for a
+    /// process that runs many VMs.
+    Pooling(PoolConfig),
+}
+
+impl Default for Allocator {
+    fn default() -> Allocator {
+        Allocator::Pooling(PoolConfig::default())
+    }
+}
+
+/// Sizing of the pooling allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// VMs that can exist at once; one more fails with [`Error::PoolExhausted`].
+    pub slots: u32,
+    /// Largest linear memory of a pooled VM, in bytes; a manifest may not ask for more.
+    pub max_memory: u64,
+    /// Bytes of each memory kept resident between uses (see [`DEFAULT_KEEP_RESIDENT`]).
+    pub keep_resident: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            slots: DEFAULT_POOL_SLOTS,
+            max_memory: zvm_manifest::MAX_MEMORY,
+            keep_resident: DEFAULT_KEEP_RESIDENT,
+        }
+    }
 }
 
 /// What each VM's store holds: the guest's world plus per-run bookkeeping.
@@ -206,6 +263,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<VmState>,
     cache: Option<cache::ModuleCache>,
+    allocator: Allocator,
     _ticker: Ticker,
 }
 
@@ -232,7 +290,21 @@ pub fn engine_config() -> Config {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime, Error> {
-        let engine = Engine::new(&engine_config()).map_err(Error::engine)?;
+        let mut engine_config = engine_config();
+        if let Allocator::Pooling(p) = config.allocator {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_core_instances(p.slots)
+                .total_memories(p.slots)
+                .total_tables(p.slots)
+                .total_stacks(p.slots)
+                .max_memory_size(usize::try_from(p.max_memory).unwrap_or(usize::MAX))
+                .max_tables_per_module(MAX_TABLES_PER_MODULE)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .linear_memory_keep_resident(p.keep_resident)
+                .table_keep_resident(p.keep_resident);
+            engine_config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&engine_config).map_err(Error::engine)?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(Error::engine)?;
         let cache = config
@@ -243,6 +315,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            allocator: config.allocator,
         })
     }
 
@@ -347,6 +420,10 @@ impl Runtime {
             hash,
             validation,
             pre,
+            pool: match self.allocator {
+                Allocator::Pooling(p) => Some(p),
+                Allocator::OnDemand => None,
+            },
         })
     }
 }
@@ -357,6 +434,7 @@ pub struct Program {
     hash: ContentHash,
     validation: Validation,
     pre: InstancePre<VmState>,
+    pool: Option<PoolConfig>,
 }
 
 impl std::fmt::Debug for Program {
@@ -396,6 +474,14 @@ impl Program {
     /// Runs one VM. See the crate documentation for what is an error and what is a state.
     pub fn run(&self, manifest: &Manifest, mut io: RunIo) -> Result<Report, Error> {
         let started = Instant::now();
+        if let Some(pool) = self.pool
+            && manifest.limits.memory > pool.max_memory
+        {
+            return Err(Error::MemoryOverPool {
+                asked: manifest.limits.memory,
+                max: pool.max_memory,
+            });
+        }
         let mut channels = Vec::with_capacity(manifest.channels.len());
         for ch in &manifest.channels {
             let custom = io
@@ -410,7 +496,7 @@ impl Program {
         }
         let fs = Fs::new(WorldConfig {
             channels,
-            mounts: manifest.mounts.clone(),
+            mounts: &manifest.mounts,
             limits: manifest.limits,
             clock: manifest.clock,
             seed: manifest.seed,
@@ -443,7 +529,15 @@ impl Program {
         let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
 
-        let outcome = self.start(&mut store);
+        let outcome = match self.pre.instantiate(&mut store) {
+            Ok(instance) => self.start(&mut store, instance),
+            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                return Err(Error::PoolExhausted {
+                    slots: self.pool.map(|p| p.slots).unwrap_or(0),
+                });
+            }
+            Err(e) => Err(e),
+        };
         let fuel_left = store.get_fuel().unwrap_or(0);
         let memory_etag = if manifest.memory_etag {
             store
@@ -495,8 +589,11 @@ impl Program {
         })
     }
 
-    fn start(&self, store: &mut Store<VmState>) -> wasmtime::Result<()> {
-        let instance = self.pre.instantiate(&mut *store)?;
+    fn start(
+        &self,
+        store: &mut Store<VmState>,
+        instance: wasmtime::Instance,
+    ) -> wasmtime::Result<()> {
         let memory = instance.get_memory(&mut *store, "memory");
         store.data_mut().memory = memory;
         let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
