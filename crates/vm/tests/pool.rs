@@ -23,11 +23,15 @@ impl std::io::Write for Capture {
     }
 }
 
-/// A `Read` that blocks until the test sends it its bytes (then EOF).
-struct Gate(mpsc::Receiver<Vec<u8>>, Vec<u8>);
+/// A `Read` that says when the guest first reads, then blocks until the test sends it its
+/// bytes (then EOF).
+struct Gate(mpsc::Receiver<Vec<u8>>, Vec<u8>, Option<mpsc::Sender<()>>);
 
 impl Read for Gate {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(reading) = self.2.take() {
+            let _ = reading.send(());
+        }
         if self.1.is_empty() {
             match self.0.recv() {
                 Ok(bytes) => self.1 = bytes,
@@ -79,23 +83,19 @@ fn an_exhausted_pool_is_an_error_not_a_crash() {
             .unwrap(),
     );
     let (tx, rx) = mpsc::channel();
+    let (reading_tx, reading) = mpsc::channel();
     let holder = {
         let program = program.clone();
-        std::thread::spawn(move || run(&program, Box::new(Gate(rx, Vec::new()))).unwrap())
+        let gate = Gate(rx, Vec::new(), Some(reading_tx));
+        std::thread::spawn(move || run(&program, Box::new(gate)).unwrap())
     };
-    // Wait until the first VM holds the only slot (it blocks reading stdin).
-    let mut refused = None;
-    for _ in 0..500 {
-        match run(&program, Box::new(std::io::empty())) {
-            Err(e @ Error::PoolExhausted { .. }) => {
-                refused = Some(e);
-                break;
-            }
-            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
-            Err(e) => panic!("unexpected error {e}"),
-        }
-    }
-    let refused = refused.expect("the second VM must be refused while the first holds the slot");
+    // The first VM holds the only slot once it blocks reading its stdin.
+    reading.recv().unwrap();
+    let refused = run(&program, Box::new(std::io::empty())).unwrap_err();
+    assert!(
+        matches!(refused, Error::PoolExhausted { slots: 1 }),
+        "{refused}"
+    );
     assert_eq!(
         refused.to_string(),
         "all 1 VM slots of the pool are in use; try again later or configure more"
