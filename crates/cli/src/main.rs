@@ -2,6 +2,7 @@
 //!
 //! Exit codes are decided in one place, [`exit`], and documented in `docs/exit-codes.md`.
 
+mod bench;
 mod compile;
 mod exit;
 mod run;
@@ -30,6 +31,7 @@ enum Command {
     Run(run::RunArgs),
     Validate(validate::ValidateArgs),
     Compile(compile::CompileArgs),
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -48,6 +50,7 @@ fn main() {
         Command::Run(args) => run::main(args),
         Command::Validate(args) => validate::main(args),
         Command::Compile(args) => compile::main(args),
+        Command::Bench(args) => bench::main(args),
     };
     std::process::exit(code);
 }

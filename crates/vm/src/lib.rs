@@ -288,22 +288,29 @@ pub fn engine_config() -> Config {
     c
 }
 
+/// The engine profile with `allocator`'s instance allocation strategy; benchmarks build
+/// their bare-wasmtime baseline from the same settings.
+pub fn engine_config_for(allocator: Allocator) -> Config {
+    let mut config = engine_config();
+    if let Allocator::Pooling(p) = allocator {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_core_instances(p.slots)
+            .total_memories(p.slots)
+            .total_tables(p.slots)
+            .total_stacks(p.slots)
+            .max_memory_size(usize::try_from(p.max_memory).unwrap_or(usize::MAX))
+            .max_tables_per_module(MAX_TABLES_PER_MODULE)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .linear_memory_keep_resident(p.keep_resident)
+            .table_keep_resident(p.keep_resident);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime, Error> {
-        let mut engine_config = engine_config();
-        if let Allocator::Pooling(p) = config.allocator {
-            let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_core_instances(p.slots)
-                .total_memories(p.slots)
-                .total_tables(p.slots)
-                .total_stacks(p.slots)
-                .max_memory_size(usize::try_from(p.max_memory).unwrap_or(usize::MAX))
-                .max_tables_per_module(MAX_TABLES_PER_MODULE)
-                .table_elements(MAX_TABLE_ELEMENTS)
-                .linear_memory_keep_resident(p.keep_resident)
-                .table_keep_resident(p.keep_resident);
-            engine_config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
+        let engine_config = engine_config_for(config.allocator);
         let engine = Engine::new(&engine_config).map_err(Error::engine)?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(Error::engine)?;

@@ -1,0 +1,760 @@
+//! `zvm bench`: zvm measured side by side, in one run, against what a user would otherwise
+//! pick: bare wasmtime, a native process, the `wasmtime` CLI, native code.
+//!
+//! Every figure is measured here and now, on this machine; each row prints the ratio to its
+//! baseline and whether the goal of `docs/benchmarks.md` is met. `--write FILE` writes the
+//! table as Markdown with the machine and the command that reproduces it. The guests are C
+//! programs embedded in this binary and built with clang (wasm32-wasi) and gcc (native) at the
+//! start of the run.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use zvm_channel::Endpoint;
+use zvm_manifest::Manifest;
+use zvm_vm::{Allocator, PoolConfig, Program, RunIo, Runtime, RuntimeConfig, State};
+
+use crate::exit;
+
+const TRIVIAL_C: &str = include_str!("trivial.c");
+const COMPUTE_C: &str = include_str!("compute.c");
+
+/// The trivial guest of the lifecycle row: no imports, returns at once.
+const TRIVIAL_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+/// Reads one byte of stdin and exits: keeps a VM alive for the memory row.
+const READ_ONE_WAT: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 1))
+        (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+/// Measure zvm against bare wasmtime, native processes, the wasmtime CLI and native code.
+///
+/// Prints one table of figures and ratios, measured side by side in this run. Needs clang
+/// (wasm32-wasi) and gcc; the `cli` row also needs a `wasmtime` 48 binary (see --wasmtime).
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// `full` gives the documented figures (a few minutes); `quick` proves every scenario
+    /// works in seconds, with figures too noisy to quote.
+    #[arg(long, value_enum, default_value = "full")]
+    scale: Scale,
+    /// Only these scenarios (repeatable); all by default.
+    #[arg(long, value_enum)]
+    only: Vec<Scenario>,
+    /// Also write the table as Markdown to this file (e.g. docs/benchmarks.md).
+    #[arg(long, value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// The `wasmtime` CLI for the cold-start row; default: `$ZVM_BENCH_WASMTIME`, then
+    /// `~/.cache/zvm-bench/wasmtime-48/bin/wasmtime`, then `wasmtime` on PATH.
+    #[arg(long, value_name = "PATH")]
+    wasmtime: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scale {
+    Full,
+    Quick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Lifecycle,
+    Process,
+    Throughput,
+    Cli,
+    Compute,
+    Memory,
+}
+
+/// One line of the table.
+struct Row {
+    scenario: &'static str,
+    what: String,
+    zvm: String,
+    baseline: String,
+    ratio: String,
+    goal: &'static str,
+    met: Option<bool>,
+}
+
+impl Row {
+    fn skipped(scenario: &'static str, what: &str, goal: &'static str, why: String) -> Row {
+        Row {
+            scenario,
+            what: what.to_string(),
+            zvm: "-".into(),
+            baseline: "-".into(),
+            ratio: why,
+            goal,
+            met: None,
+        }
+    }
+}
+
+pub fn main(args: BenchArgs) -> i32 {
+    match bench(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("zvm bench: {e:#}");
+            exit::CANNOT_START
+        }
+    }
+}
+
+struct Guests {
+    dir: tempfile::TempDir,
+    trivial_wasm: PathBuf,
+    trivial_native: PathBuf,
+    compute_wasm: PathBuf,
+    compute_native: PathBuf,
+}
+
+fn build_guests() -> Result<Guests> {
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, text: &str| -> Result<PathBuf> {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text)?;
+        Ok(p)
+    };
+    let trivial_c = write("trivial.c", TRIVIAL_C)?;
+    let compute_c = write("compute.c", COMPUTE_C)?;
+    let build = |compiler: &str, args: &[&str], src: &Path, out: &str| -> Result<PathBuf> {
+        let out = dir.path().join(out);
+        let status = Command::new(compiler)
+            .args(args)
+            .arg("-O2")
+            .arg("-o")
+            .arg(&out)
+            .arg(src)
+            .status()
+            .with_context(|| format!("running `{compiler}` (see scripts/install-deps)"))?;
+        if !status.success() {
+            bail!("`{compiler}` failed to build `{}`", src.display());
+        }
+        Ok(out)
+    };
+    let wasm = ["--target=wasm32-wasi"];
+    Ok(Guests {
+        trivial_wasm: build("clang", &wasm, &trivial_c, "trivial.wasm")?,
+        trivial_native: build("gcc", &[], &trivial_c, "trivial")?,
+        compute_wasm: build("clang", &wasm, &compute_c, "compute.wasm")?,
+        compute_native: build("gcc", &[], &compute_c, "compute")?,
+        dir,
+    })
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let quick = args.scale == Scale::Quick;
+    let wants = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
+    eprintln!("zvm bench: building guests with clang and gcc");
+    let guests = build_guests()?;
+    let mut rows = Vec::new();
+    if wants(Scenario::Lifecycle) {
+        eprintln!("zvm bench: VM lifecycle vs bare wasmtime");
+        rows.extend(lifecycle(quick)?);
+    }
+    if wants(Scenario::Process) {
+        eprintln!("zvm bench: VM per request vs fork+exec+wait");
+        rows.push(process(&guests, quick)?);
+    }
+    if wants(Scenario::Throughput) {
+        eprintln!("zvm bench: throughput on 1 and 2 threads");
+        rows.extend(throughput(&guests, quick)?);
+    }
+    if wants(Scenario::Cli) {
+        eprintln!("zvm bench: cold `zvm run` vs `wasmtime run`");
+        rows.push(cold_cli(&guests, args.wasmtime.clone(), quick)?);
+    }
+    if wants(Scenario::Compute) {
+        eprintln!("zvm bench: compute vs native -O2");
+        rows.extend(compute(&guests, quick)?);
+    }
+    if wants(Scenario::Memory) {
+        eprintln!("zvm bench: resident memory");
+        rows.extend(memory(quick)?);
+    }
+    let table = table(&rows);
+    println!("{table}");
+    if let Some(path) = &args.write {
+        write_section(path, &markdown(&rows, quick))?;
+        eprintln!("zvm bench: wrote {}", path.display());
+    }
+    drop(guests.dir);
+    Ok(())
+}
+
+// ----- measurements ---------------------------------------------------------------------------
+
+fn pooled_runtime() -> Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        allocator: Allocator::Pooling(PoolConfig::default()),
+    })?)
+}
+
+/// Median and 99th percentile of per-iteration times.
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A sink for guest output that costs nothing.
+fn quiet_io() -> RunIo {
+    RunIo::default()
+        .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
+        .bind("stdout", Endpoint::Writer(Box::new(std::io::sink())))
+        .bind("stderr", Endpoint::Writer(Box::new(std::io::sink())))
+}
+
+fn run_ok(program: &Program, manifest: &Manifest) -> Result<()> {
+    let report = program.run(manifest, quiet_io())?;
+    if report.state != State::Ok {
+        bail!("benchmark guest ended with `{}`", report.state);
+    }
+    Ok(())
+}
+
+fn lifecycle(quick: bool) -> Result<Vec<Row>> {
+    let iterations = if quick { 2_000 } else { 50_000 };
+    let runtime = pooled_runtime()?;
+    let program = runtime.load(Path::new("trivial.wat"), TRIVIAL_WAT.as_bytes(), None)?;
+    let manifest = Manifest::for_program("trivial.wat");
+
+    // The baseline: the same module, engine profile and pool, instantiated and called with
+    // wasmtime alone.
+    let engine = wasmtime::Engine::new(&zvm_vm::engine_config_for(Allocator::Pooling(
+        PoolConfig::default(),
+    )))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let module = wasmtime::Module::new(&engine, wat::parse_str(TRIVIAL_WAT)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let linker = wasmtime::Linker::<()>::new(&engine);
+    let pre = linker
+        .instantiate_pre(&module)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bare = || -> Result<()> {
+        let mut store = wasmtime::Store::new(&engine, ());
+        store
+            .set_fuel(u64::MAX)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        start
+            .call(&mut store, ())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    };
+
+    let mut zvm_samples = Vec::with_capacity(iterations);
+    let mut bare_samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations / 10 {
+        run_ok(&program, &manifest)?;
+        bare()?;
+    }
+    // Interleaved, so that both see the same machine state.
+    for _ in 0..iterations {
+        let t = Instant::now();
+        run_ok(&program, &manifest)?;
+        zvm_samples.push(t.elapsed());
+        let t = Instant::now();
+        bare()?;
+        bare_samples.push(t.elapsed());
+    }
+    let (zvm_median, zvm_p99) = percentiles(zvm_samples);
+    let (bare_median, bare_p99) = percentiles(bare_samples);
+    let ratio = zvm_median.as_secs_f64() / bare_median.as_secs_f64();
+    Ok(vec![Row {
+        scenario: "lifecycle",
+        what: format!(
+            "create, run trivial guest, destroy, report (median of {iterations}; p99 {} vs {})",
+            us(zvm_p99),
+            us(bare_p99)
+        ),
+        zvm: us(zvm_median),
+        baseline: format!("{} bare wasmtime", us(bare_median)),
+        ratio: format!("{ratio:.2}x"),
+        goal: "<= 2x bare, median < 10 µs",
+        met: Some(ratio <= 2.0 && zvm_median < Duration::from_micros(10)),
+    }])
+}
+
+fn process(guests: &Guests, quick: bool) -> Result<Row> {
+    let iterations = if quick { 200 } else { 2_000 };
+    let runtime = pooled_runtime()?;
+    let program = runtime.load_file(&guests.trivial_wasm, None)?;
+    let manifest = Manifest::for_program(&guests.trivial_wasm);
+    let mut zvm_samples = Vec::with_capacity(iterations);
+    let mut proc_samples = Vec::with_capacity(iterations);
+    for i in 0..iterations + iterations / 10 {
+        let t = Instant::now();
+        run_ok(&program, &manifest)?;
+        let z = t.elapsed();
+        let t = Instant::now();
+        let status = Command::new(&guests.trivial_native)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()?;
+        let p = t.elapsed();
+        if !status.success() {
+            bail!("the native trivial program failed");
+        }
+        if i >= iterations / 10 {
+            zvm_samples.push(z);
+            proc_samples.push(p);
+        }
+    }
+    let (z, _) = percentiles(zvm_samples);
+    let (p, _) = percentiles(proc_samples);
+    let ratio = p.as_secs_f64() / z.as_secs_f64();
+    Ok(Row {
+        scenario: "process",
+        what: format!("trivial C program per request (median of {iterations})"),
+        zvm: us(z),
+        baseline: format!("{} fork+exec+wait (gcc -O2)", us(p)),
+        ratio: format!("{ratio:.0}x faster"),
+        goal: ">= 50x faster",
+        met: Some(ratio >= 50.0),
+    })
+}
+
+fn throughput(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
+    let total: usize = if quick { 5_000 } else { 100_000 };
+    let runtime = Arc::new(pooled_runtime()?);
+    let program = Arc::new(runtime.load_file(&guests.trivial_wasm, None)?);
+    let manifest = Arc::new(Manifest::for_program(&guests.trivial_wasm));
+    let mut rates = Vec::new();
+    for threads in [1usize, 2] {
+        let t = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (program, manifest) = (program.clone(), manifest.clone());
+                let share = total / threads + usize::from(i < total % threads);
+                std::thread::spawn(move || -> Result<()> {
+                    for _ in 0..share {
+                        run_ok(&program, &manifest)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+        }
+        rates.push(total as f64 / t.elapsed().as_secs_f64());
+    }
+    let scaling = rates[1] / rates[0];
+    Ok(vec![Row {
+        scenario: "throughput",
+        what: format!("{total} trivial C VMs, 1 thread → 2 threads"),
+        zvm: format!("{:.0} VMs/s on 2 threads", rates[1]),
+        baseline: format!("{:.0} VMs/s on 1 thread", rates[0]),
+        ratio: format!("{scaling:.2}x scaling"),
+        goal: "report",
+        met: None,
+    }])
+}
+
+fn find_wasmtime(given: Option<PathBuf>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p);
+    }
+    if let Some(p) = std::env::var_os("ZVM_BENCH_WASMTIME") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = PathBuf::from(home).join(".cache/zvm-bench/wasmtime-48/bin/wasmtime");
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    let on_path = Command::new("wasmtime").arg("--version").output().ok()?;
+    on_path.status.success().then(|| PathBuf::from("wasmtime"))
+}
+
+fn time_command(cmd: &mut Command, runs: usize) -> Result<Duration> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
+        let t = Instant::now();
+        let out = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        let d = t.elapsed();
+        if !out.status.success() {
+            bail!("`{cmd:?}` failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if i >= 3 {
+            samples.push(d);
+        }
+    }
+    Ok(percentiles(samples).0)
+}
+
+fn cold_cli(guests: &Guests, wasmtime: Option<PathBuf>, quick: bool) -> Result<Row> {
+    let runs = if quick { 10 } else { 100 };
+    let goal = "no slower than `wasmtime run`";
+    let what = "`run` of a cached trivial C program as a fresh process (median)";
+    let Some(wasmtime) = find_wasmtime(wasmtime) else {
+        return Ok(Row::skipped(
+            "cli",
+            what,
+            goal,
+            "skipped: no wasmtime 48 CLI (cargo install wasmtime-cli@48.0.8 --root ~/.cache/zvm-bench/wasmtime-48)".into(),
+        ));
+    };
+    let version = Command::new(&wasmtime).arg("--version").output()?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let cache = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let mut zvm = Command::new(&exe);
+    zvm.env("ZVM_CACHE_DIR", cache.path())
+        .arg("run")
+        .arg(&guests.trivial_wasm);
+    let z = time_command(&mut zvm, runs)?;
+    let mut wt = Command::new(&wasmtime);
+    wt.arg("run").arg(&guests.trivial_wasm);
+    let w = time_command(&mut wt, runs)?;
+    let ratio = z.as_secs_f64() / w.as_secs_f64();
+    Ok(Row {
+        scenario: "cli",
+        what: what.to_string(),
+        zvm: ms(z),
+        baseline: format!("{} {version}", ms(w)),
+        ratio: format!("{ratio:.2}x"),
+        goal,
+        met: Some(ratio <= 1.0),
+    })
+}
+
+fn compute(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        allocator: Allocator::OnDemand,
+    })?;
+    let program = runtime.load_file(&guests.compute_wasm, None)?;
+    let cases: [(&str, &str, String); 2] = if quick {
+        [
+            ("sha256", "SHA-256", "4".into()),
+            ("sort", "sort", "500000".into()),
+        ]
+    } else {
+        [
+            ("sha256", "SHA-256 of 64 MiB", "64".into()),
+            ("sort", "sort of 10 M integers", "10000000".into()),
+        ]
+    };
+    let mut rows = Vec::new();
+    for (task, what, n) in cases {
+        let mut manifest = Manifest::for_program(&guests.compute_wasm);
+        manifest.args = vec![task.to_string(), n.clone()];
+        manifest.limits.fuel = u64::MAX / 2;
+        manifest.limits.memory = 1 << 30;
+        manifest.limits.timeout = Duration::from_secs(600);
+        let runs = if quick { 1 } else { 5 };
+        let mut z = Vec::new();
+        let mut native = Vec::new();
+        let mut outputs = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let out = Arc::new(Mutex::new(Vec::new()));
+            let io = RunIo::default()
+                .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
+                .bind("stdout", Endpoint::Writer(Box::new(SharedBuf(out.clone()))));
+            let t = Instant::now();
+            let report = program.run(&manifest, io)?;
+            z.push(t.elapsed());
+            if report.state != State::Ok {
+                bail!("compute guest ended with `{}`", report.state);
+            }
+            outputs.0 = out.lock().map(|b| b.clone()).unwrap_or_default();
+            let t = Instant::now();
+            let o = Command::new(&guests.compute_native)
+                .args([task, n.as_str()])
+                .output()?;
+            native.push(t.elapsed());
+            outputs.1 = o.stdout;
+        }
+        if outputs.0 != outputs.1 {
+            bail!(
+                "wasm and native `{task}` disagree: {:?} vs {:?}",
+                String::from_utf8_lossy(&outputs.0),
+                String::from_utf8_lossy(&outputs.1)
+            );
+        }
+        let (zm, _) = percentiles(z);
+        let (nm, _) = percentiles(native);
+        let ratio = zm.as_secs_f64() / nm.as_secs_f64();
+        rows.push(Row {
+            scenario: "compute",
+            what: format!("{what} (median of {runs}, same output)"),
+            zvm: ms(zm),
+            baseline: format!("{} native gcc -O2", ms(nm)),
+            ratio: format!("{ratio:.2}x"),
+            goal: "<= 1.3x native",
+            met: Some(ratio <= 1.3),
+        });
+    }
+    Ok(rows)
+}
+
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Resident set size of this process, in bytes.
+fn rss() -> Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("reading /proc/self/statm")?
+        .parse()?;
+    Ok(pages * rustix::param::page_size() as u64)
+}
+
+/// A `Read` that blocks until its sender is dropped (then EOF), announcing the first read.
+struct Hold(mpsc::Receiver<()>, Option<mpsc::Sender<()>>);
+
+impl Read for Hold {
+    fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(tx) = self.1.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.0.recv();
+        Ok(0)
+    }
+}
+
+fn memory(quick: bool) -> Result<Vec<Row>> {
+    let slots: u32 = 1024;
+    let vms: usize = if quick { 20 } else { 200 };
+    let before = rss()?;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        allocator: Allocator::Pooling(PoolConfig {
+            slots,
+            ..PoolConfig::default()
+        }),
+    })?);
+    let program =
+        Arc::new(runtime.load(Path::new("read_one.wat"), READ_ONE_WAT.as_bytes(), None)?);
+    let manifest = Arc::new(Manifest::for_program("read_one.wat"));
+    // Warm the program once so that compiled code is not counted against the VMs.
+    run_ok(&program, &manifest)?;
+    let idle = rss()?.saturating_sub(before);
+
+    // Threads blocked the same way, without VMs, to subtract what threads themselves cost.
+    let hold = |with_vm: bool| -> Result<u64> {
+        let start = rss()?;
+        let (release, _keep) = mpsc::channel::<()>();
+        let mut releases = Vec::new();
+        let mut handles = Vec::new();
+        let (ready_tx, ready) = mpsc::channel();
+        for _ in 0..vms {
+            let (tx, rx) = mpsc::channel::<()>();
+            releases.push(tx);
+            let (program, manifest, ready_tx) =
+                (program.clone(), manifest.clone(), ready_tx.clone());
+            handles.push(std::thread::spawn(move || -> Result<()> {
+                let hold = Hold(rx, Some(ready_tx));
+                if with_vm {
+                    let io = RunIo::default()
+                        .bind("stdin", Endpoint::Reader(Box::new(hold)))
+                        .bind("stdout", Endpoint::Writer(Box::new(std::io::sink())));
+                    program.run(&manifest, io)?;
+                } else {
+                    let mut hold = hold;
+                    let _eof = hold.read(&mut [0u8; 1])?;
+                }
+                Ok(())
+            }));
+        }
+        for _ in 0..vms {
+            ready.recv()?;
+        }
+        let held = rss()?.saturating_sub(start);
+        drop(releases);
+        drop(release);
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+        }
+        Ok(held)
+    };
+    let threads_only = hold(false)?;
+    let with_vms = hold(true)?;
+    let per_vm = with_vms.saturating_sub(threads_only) as f64 / vms as f64;
+    Ok(vec![
+        Row {
+            scenario: "memory",
+            what: format!("resident memory of a {slots}-slot pool with no VM running, per slot"),
+            zvm: format!("{:.0} bytes", idle as f64 / slots as f64),
+            baseline: "Cloudflare isolate ~3 MB, Firecracker < 5 MiB (published)".into(),
+            ratio: format!(
+                "{:.1} MiB for the whole pool",
+                idle as f64 / (1 << 20) as f64
+            ),
+            goal: "report",
+            met: None,
+        },
+        Row {
+            scenario: "memory",
+            what: format!(
+                "resident memory per running trivial VM ({vms} held at once, thread stacks subtracted)"
+            ),
+            zvm: format!("{:.1} KiB", per_vm / 1024.0),
+            baseline: "Faasm ~90 KB (published)".into(),
+            ratio: "-".into(),
+            goal: "report",
+            met: None,
+        },
+    ])
+}
+
+// ----- output ---------------------------------------------------------------------------------
+
+fn met_text(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "-",
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<10} {:>16}  vs {:<40} {:<14} goal: {} ({})\n           {}",
+            r.scenario,
+            r.zvm,
+            r.baseline,
+            r.ratio,
+            r.goal,
+            met_text(r.met),
+            r.what
+        );
+    }
+    s
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    format!(
+        "{cpu}, {cores} cores, {:.0} GiB memory",
+        mem as f64 / (1 << 20) as f64
+    )
+}
+
+const SECTION_START: &str = "<!-- zvm bench: start -->";
+const SECTION_END: &str = "<!-- zvm bench: end -->";
+
+/// Replaces the generated section of `path` (between the markers), keeping the prose around
+/// it; a file without markers gets the section alone.
+fn write_section(path: &Path, table: &str) -> Result<()> {
+    let section = format!("{SECTION_START}\n{table}{SECTION_END}\n");
+    let text = match std::fs::read_to_string(path) {
+        Ok(old) => match (old.find(SECTION_START), old.find(SECTION_END)) {
+            (Some(a), Some(b)) if a < b => {
+                format!(
+                    "{}{section}{}",
+                    &old[..a],
+                    old[b + SECTION_END.len()..].trim_start_matches('\n')
+                )
+            }
+            _ => section,
+        },
+        Err(_) => section,
+    };
+    std::fs::write(path, text).with_context(|| format!("writing `{}`", path.display()))
+}
+
+fn markdown(rows: &[Row], quick: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| scenario | what | zvm | baseline | ratio | goal | |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.what,
+            r.zvm,
+            r.baseline,
+            r.ratio,
+            r.goal,
+            met_text(r.met)
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Measured on {} with `zvm bench{}` ({} build).",
+        machine(),
+        if quick { " --scale quick" } else { "" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    s
+}
