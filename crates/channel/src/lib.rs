@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Quota, StdStream};
 
+/// The etag of a channel no byte went through: BLAKE3 of nothing.
+pub const EMPTY_ETAG: &str = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+
 /// Which of the four quotas a call ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuotaKind {
@@ -159,7 +162,9 @@ pub struct ChannelHandle {
     backend: Backend,
     pos: u64,
     counters: Counters,
-    hasher: blake3::Hasher,
+    /// Created on the first byte: most channels of a short run carry nothing, and a hasher
+    /// is two kilobytes to set up and move around.
+    hasher: Option<Box<blake3::Hasher>>,
     quota_hit: Option<QuotaKind>,
 }
 
@@ -226,7 +231,7 @@ impl ChannelHandle {
             backend,
             pos,
             counters: Counters::default(),
-            hasher: blake3::Hasher::new(),
+            hasher: None,
             quota_hit: None,
         }
     }
@@ -292,6 +297,14 @@ impl ChannelHandle {
         }
     }
 
+    fn hash(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.hasher
+                .get_or_insert_with(|| Box::new(blake3::Hasher::new()))
+                .update(bytes);
+        }
+    }
+
     /// Reads at the sequential position (or from the stream).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ChannelError> {
         let n = self.read_inner(buf, None)?;
@@ -342,7 +355,7 @@ impl ChannelHandle {
         let n = result.map_err(|e| self.io_error(e))?;
         self.counters.reads += 1;
         self.counters.read_bytes += n as u64;
-        self.hasher.update(&buf[..n]);
+        self.hash(&buf[..n]);
         Ok(n)
     }
 
@@ -400,7 +413,7 @@ impl ChannelHandle {
         let n = result.map_err(|e| self.io_error(e))?;
         self.counters.writes += 1;
         self.counters.write_bytes += n as u64;
-        self.hasher.update(&data[..n]);
+        self.hash(&data[..n]);
         Ok(n)
     }
 
@@ -460,7 +473,10 @@ impl ChannelHandle {
         Ok(ChannelSummary {
             name: self.name.to_string(),
             mode: self.mode,
-            etag: self.hasher.finalize().to_hex().to_string(),
+            etag: match &self.hasher {
+                Some(h) => h.finalize().to_hex().to_string(),
+                None => EMPTY_ETAG.to_string(),
+            },
             counters: self.counters,
             quota_hit: self.quota_hit,
             committed,
@@ -537,6 +553,11 @@ mod tests {
             writes: u64::MAX,
             write_bytes: u64::MAX,
         }
+    }
+
+    #[test]
+    fn empty_etag_is_blake3_of_nothing() {
+        assert_eq!(EMPTY_ETAG, blake3::hash(b"").to_hex().as_str());
     }
 
     #[test]

@@ -422,11 +422,20 @@ impl Runtime {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| refused(format!("{e:#}")))?;
+        // Resolved once here so that each run finds its exports without a name lookup.
+        let start = module
+            .get_export_index("_start")
+            .ok_or_else(|| refused("no `_start` export".into()))?;
+        let memory = module.get_export_index("memory");
         Ok(Program {
+            path_text: path.display().to_string(),
+            hash_text: hash.to_string(),
             path: path.to_path_buf(),
             hash,
             validation,
             pre,
+            start,
+            memory,
             pool: match self.allocator {
                 Allocator::Pooling(p) => Some(p),
                 Allocator::OnDemand => None,
@@ -442,6 +451,11 @@ pub struct Program {
     validation: Validation,
     pre: InstancePre<VmState>,
     pool: Option<PoolConfig>,
+    start: wasmtime::ModuleExport,
+    memory: Option<wasmtime::ModuleExport>,
+    /// The path and hash as the report shows them, formatted once.
+    path_text: String,
+    hash_text: String,
 }
 
 impl std::fmt::Debug for Program {
@@ -579,8 +593,8 @@ impl Program {
             .collect();
         Ok(Report {
             version: report::REPORT_VERSION,
-            program: self.path.display().to_string(),
-            program_hash: self.hash.to_string(),
+            program: self.path_text.clone(),
+            program_hash: self.hash_text.clone(),
             validation: self.validation,
             state_text: state.to_string(),
             state,
