@@ -615,10 +615,17 @@ impl Program {
         store: &mut Store<VmState>,
         instance: wasmtime::Instance,
     ) -> wasmtime::Result<()> {
-        let memory = instance.get_memory(&mut *store, "memory");
+        let memory = self
+            .memory
+            .as_ref()
+            .and_then(|m| instance.get_module_export(&mut *store, m))
+            .and_then(wasmtime::Extern::into_memory);
         store.data_mut().memory = memory;
-        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
-        start.call(&mut *store, ())
+        let start = instance
+            .get_module_export(&mut *store, &self.start)
+            .and_then(wasmtime::Extern::into_func)
+            .ok_or_else(|| wasmtime::Error::msg("`_start` is not a function"))?;
+        start.typed::<(), ()>(&*store)?.call(&mut *store, ())
     }
 }
 
