@@ -386,7 +386,7 @@ fn find_wasmtime(given: Option<PathBuf>) -> Option<PathBuf> {
     if let Some(p) = given {
         return Some(p);
     }
-    if let Some(p) = std::env::var_os("ZVM_BENCH_WASMTIME") {
+    if let Some(p) = std::env::var_os("ZVM_BENCH_WASMTIME").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
     if let Some(home) = std::env::var_os("HOME") {
@@ -431,7 +431,10 @@ fn cold_cli(guests: &Guests, wasmtime: Option<PathBuf>, quick: bool) -> Result<R
             "skipped: no wasmtime 48 CLI (cargo install wasmtime-cli@48.0.8 --root ~/.cache/zvm-bench/wasmtime-48)".into(),
         ));
     };
-    let version = Command::new(&wasmtime).arg("--version").output()?;
+    let version = Command::new(&wasmtime)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running `{}`", wasmtime.display()))?;
     let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
     let cache = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;

@@ -4,6 +4,7 @@
 //! programs from `tests/guests/c`, compiled with clang for `wasm32-wasi` on first use (see
 //! [`support`]).
 
+mod bench;
 mod channels;
 mod devices;
 mod filesystem;
