@@ -470,6 +470,58 @@ impl std::fmt::Debug for Program {
 
 /// Host-side endpoints that replace channels' manifest sources for one run (embedding:
 /// feed stdin from memory, capture stdout).
+///
+/// ```
+/// use std::io::Write;
+/// use std::path::Path;
+/// use std::sync::{Arc, Mutex};
+/// use zvm_channel::Endpoint;
+/// use zvm_manifest::Manifest;
+/// use zvm_vm::{Allocator, PoolConfig, RunIo, Runtime, RuntimeConfig};
+///
+/// /// Collects what the guest writes.
+/// #[derive(Clone, Default)]
+/// struct Sink(Arc<Mutex<Vec<u8>>>);
+/// impl Write for Sink {
+///     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+///         self.0.lock().unwrap().extend_from_slice(b);
+///         Ok(b.len())
+///     }
+///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// }
+///
+/// // An echo program: copies up to 64 bytes of stdin to stdout.
+/// let wat = r#"(module
+///     (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+///     (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+///     (memory (export "memory") 1)
+///     (func (export "_start")
+///         (i32.store (i32.const 0) (i32.const 64))
+///         (i32.store (i32.const 4) (i32.const 64))
+///         (drop (call $r (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+///         (i32.store (i32.const 4) (i32.load (i32.const 8)))
+///         (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+///
+/// // One runtime (engine, pool, cache) for the process; one program prepared once.
+/// let runtime = Runtime::new(RuntimeConfig {
+///     cache_dir: None,
+///     allocator: Allocator::Pooling(PoolConfig { slots: 16, ..PoolConfig::default() }),
+/// })?;
+/// let program = runtime.load(Path::new("echo.wat"), wat.as_bytes(), None)?;
+/// let manifest = Manifest::for_program("echo.wat");
+///
+/// // Then a fresh VM per request: cheap, and shareable across threads.
+/// for request in ["one", "two"] {
+///     let out = Sink::default();
+///     let io = RunIo::default()
+///         .bind("stdin", Endpoint::Reader(Box::new(std::io::Cursor::new(request))))
+///         .bind("stdout", Endpoint::Writer(Box::new(out.clone())));
+///     let report = program.run(&manifest, io)?;
+///     assert!(report.state.is_ok());
+///     assert_eq!(&*out.0.lock().unwrap(), request.as_bytes());
+/// }
+/// # Ok::<(), zvm_vm::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RunIo {
     pub endpoints: Vec<(String, Endpoint)>,

@@ -1,7 +1,7 @@
 /* zvm bench compute guest: CPU-bound work, built both for wasm32-wasi (clang) and natively
  * (gcc), so that the two can be compared on the same machine.
  *   compute sha256 <MiB>   SHA-256 of <MiB> mebibytes of generated data; prints the digest
- *   compute sort <N>       sorts N generated 32-bit integers with qsort; prints a checksum
+ *   compute sort <N>       sorts N generated 32-bit integers; prints a checksum
  * Data comes from a fixed xorshift generator, so both builds do exactly the same work. */
 #include <stdint.h>
 #include <stdio.h>
@@ -66,16 +66,43 @@ static int sha(size_t mib) {
     return 0;
 }
 
-static int cmp(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
+/* Our own sort rather than libc's qsort: wasi-libc (musl) and glibc sort with different
+ * algorithms, and the comparison is of the same code, compiled two ways. Quicksort with
+ * median-of-three pivots, insertion sort for short ranges, recursion on the smaller side. */
+static void insertion(uint32_t *v, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        uint32_t x = v[i];
+        size_t j = i;
+        while (j > 0 && v[j - 1] > x) { v[j] = v[j - 1]; j--; }
+        v[j] = x;
+    }
+}
+
+static void quicksort(uint32_t *v, size_t n) {
+    while (n > 16) {
+        uint32_t a = v[0], b = v[n / 2], c = v[n - 1];
+        uint32_t pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        size_t i = 0, j = n - 1;
+        for (;;) {
+            while (v[i] < pivot) i++;
+            while (v[j] > pivot) j--;
+            if (i >= j) break;
+            uint32_t t = v[i]; v[i] = v[j]; v[j] = t;
+            i++; j--;
+        }
+        size_t left = j + 1;
+        if (left < n - left) { quicksort(v, left); v += left; n -= left; }
+        else { quicksort(v + left, n - left); n = left; }
+    }
+    insertion(v, n);
 }
 
 static int sort(size_t n) {
     uint32_t *v = malloc(n * sizeof *v);
     if (!v) return 2;
     for (size_t i = 0; i < n; i++) v[i] = next();
-    qsort(v, n, sizeof *v, cmp);
+    quicksort(v, n);
+    for (size_t i = 1; i < n; i++) if (v[i - 1] > v[i]) return 3;
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++) sum = sum * 31 + v[i];
     printf("%016llx\n", (unsigned long long)sum);
