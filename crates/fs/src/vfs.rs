@@ -1119,7 +1119,9 @@ impl Fs {
         };
         let top = loc.top();
         let self_ino = self.stat_node(top, &loc)?.ino;
-        let parent_ino = if loc.stack.len() > 1 {
+        // A removed directory's ancestors may be gone too; it is its own parent, like `/`.
+        let removed = matches!(top, Node::Scratch(id) if self.scratch.is_removed(*id));
+        let parent_ino = if loc.stack.len() > 1 && !removed {
             self.stat_node(&loc.stack[loc.stack.len() - 2], &loc)?.ino
         } else {
             self_ino
@@ -1902,6 +1904,35 @@ mod tests {
         assert_eq!(fs.unlink(ROOT_FD, "dev/stdin"), Err(Errno::Rofs));
         fs.rename(ROOT_FD, "a/f", ROOT_FD, "g").unwrap();
         assert_eq!(names(&fs, ROOT_FD), [".", "..", "a", "dev", "g"]);
+    }
+
+    #[test]
+    fn a_removed_directory_stays_usable_through_its_descriptor() {
+        let mut fs = world(Vec::new(), Limits::default());
+        fs.mkdir(ROOT_FD, "a").unwrap();
+        fs.mkdir(ROOT_FD, "a/b").unwrap();
+        let b = fs
+            .open(
+                ROOT_FD,
+                "a/b",
+                true,
+                oflags::DIRECTORY,
+                rights::FD_READDIR,
+                0,
+                0,
+            )
+            .unwrap();
+        fs.rmdir(ROOT_FD, "a/b").unwrap();
+        fs.rmdir(ROOT_FD, "a").unwrap();
+        // Reuse the freed inode of `a`.
+        create(&mut fs, "c", b"reuse");
+        assert_eq!(names(&fs, b), [".", ".."]);
+        assert_eq!(fs.path_filestat(b, "..", true), Err(Errno::Noent));
+        assert_eq!(
+            fs.open(b, "new", true, oflags::CREAT, RW, 0, 0),
+            Err(Errno::Noent)
+        );
+        fs.close(b).unwrap();
     }
 
     #[test]

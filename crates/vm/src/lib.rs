@@ -105,6 +105,9 @@ pub enum Error {
     MemoryOverPool { asked: u64, max: u64 },
     #[error("engine: {0}")]
     Engine(String),
+    /// A bug in zvm itself, caught before it could end the process.
+    #[error("internal error in zvm (please report it): {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -603,7 +606,19 @@ impl Program {
         store.set_epoch_deadline(ticks);
 
         let outcome = match self.pre.instantiate(&mut store) {
-            Ok(instance) => self.start(&mut store, instance),
+            // A bug in zvm's host must not take the embedding process down with the guest:
+            // a panic becomes an error of this run (its staged outputs are dropped unseen).
+            Ok(instance) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.start(&mut store, instance)
+            }))
+            .map_err(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Error::Internal(what)
+            })?,
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
                 return Err(Error::PoolExhausted {
                     slots: self.pool.map(|p| p.slots).unwrap_or(0),
@@ -821,6 +836,31 @@ mod tests {
         let (report, out) = run_wat(wat, Manifest::for_program("test.wat"));
         assert!(out.is_empty());
         assert_eq!(report.exit_code, Some(zvm_fs::Errno::Fault.raw() as u32));
+    }
+
+    #[test]
+    fn pointers_at_the_end_of_the_address_space_are_efault() {
+        // iovs near u32::MAX, argv pointers near u32::MAX, prestat out near u32::MAX: each
+        // must answer EFAULT (21), never overflow in the host.
+        let wat = r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "args_get" (func $args (param i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_prestat_get" (func $pre (param i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (if (i32.ne (call $w (i32.const 1) (i32.const -2) (i32.const 3) (i32.const 8)) (i32.const 21))
+                    (then (call $exit (i32.const 1))))
+                (if (i32.ne (call $args (i32.const -4) (i32.const 100)) (i32.const 21))
+                    (then (call $exit (i32.const 2))))
+                (if (i32.ne (call $args (i32.const 100) (i32.const -3)) (i32.const 21))
+                    (then (call $exit (i32.const 3))))
+                (if (i32.ne (call $pre (i32.const 3) (i32.const -2)) (i32.const 21))
+                    (then (call $exit (i32.const 4))))))"#;
+        let mut m = Manifest::for_program("test.wat");
+        m.args = vec!["an argument".into()];
+        let (report, _) = run_wat(wat, m);
+        assert_eq!(report.state, State::Ok, "{report:?}");
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub const MAX_IO_CHUNK: usize = 16 << 20;
 #[error("guest exited with code {0}")]
 pub struct Exit(pub u32);
 
+/// `ptr + off` as a guest address, or EFAULT when it leaves the 32-bit address space: a
+/// hostile pointer must get an errno, never an arithmetic overflow in the host.
+fn offset(ptr: u32, off: u32) -> Result<u32, Errno> {
+    ptr.checked_add(off).ok_or(Errno::Fault)
+}
+
 /// Bounds-checked view of the guest's linear memory.
 struct Mem<'a>(&'a mut [u8]);
 
@@ -96,7 +102,7 @@ impl Mem<'_> {
                 .checked_add(i.checked_mul(8).ok_or(Errno::Fault)?)
                 .ok_or(Errno::Fault)?;
             let ptr = self.u32(at)?;
-            let len = self.u32(at + 4)?;
+            let len = self.u32(offset(at, 4)?)?;
             if len > 0 {
                 self.range(ptr, len)?;
                 return Ok((ptr, len.min(MAX_IO_CHUNK as u32)));
@@ -142,10 +148,12 @@ fn fs(state: &mut VmState) -> &mut Fs {
 fn put_strings(mem: &mut Mem<'_>, list: &[String], ptrs: u32, buf: u32) -> Result<(), Errno> {
     let mut at = buf;
     for (i, s) in list.iter().enumerate() {
-        mem.put_u32(ptrs + 4 * i as u32, at)?;
+        let slot = offset(ptrs, (i as u32).checked_mul(4).ok_or(Errno::Fault)?)?;
+        mem.put_u32(slot, at)?;
         mem.put(at, s.as_bytes())?;
-        mem.put(at + s.len() as u32, &[0])?;
-        at += s.len() as u32 + 1;
+        let nul = offset(at, s.len() as u32)?;
+        mem.put(nul, &[0])?;
+        at = offset(nul, 1)?;
     }
     Ok(())
 }
@@ -343,7 +351,7 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
             with(&mut c, |m, s| {
                 let len = fs(s).prestat(fd)?.len() as u32;
                 m.put_u32(out, 0)?;
-                m.put_u32(out + 4, len)
+                m.put_u32(offset(out, 4)?, len)
             })
         },
     )?;
