@@ -23,8 +23,8 @@
 //! directory (its resolved stack). The first three descriptors are the standard channels,
 //! followed by one preopened directory per mount and finally `/`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -112,6 +112,40 @@ impl Node {
     }
 }
 
+/// A handful of names mapped to nodes, kept sorted: `/dev` holds a few devices (whose names
+/// are static) and the channels, so a sorted vector beats a tree or a hash map, and looking a
+/// name up allocates nothing.
+#[derive(Debug, Default)]
+struct NameMap(Vec<(Cow<'static, str>, Node)>);
+
+impl NameMap {
+    fn get(&self, name: &str) -> Option<&Node> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Adds `name`; false if it is already there.
+    fn insert(&mut self, name: Cow<'static, str>, node: Node) -> bool {
+        match self.0.binary_search_by(|(n, _)| n.as_ref().cmp(&name)) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, (name, node));
+                true
+            }
+        }
+    }
+}
+
+/// A mount point (or `/dev`) hiding whatever its parent has under its name.
+#[derive(Debug)]
+struct Overlay {
+    parent: OverlayParent,
+    name: Cow<'static, str>,
+    node: Node,
+}
+
 /// Where overlays hang: the root, or a scratch directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum OverlayParent {
@@ -184,8 +218,9 @@ struct MountInfo {
 /// The guest's world. See the module documentation.
 pub struct Fs {
     scratch: Scratch,
-    dev_dirs: Vec<BTreeMap<String, Node>>,
-    overlays: HashMap<(OverlayParent, String), Node>,
+    dev_dirs: Vec<NameMap>,
+    /// Few (one per mount, plus `/dev`), so a vector searched in order.
+    overlays: Vec<Overlay>,
     root: Node,
     images: Vec<Image>,
     mounts: Vec<MountInfo>,
@@ -223,8 +258,8 @@ impl Fs {
         let now = clock.peek_realtime();
         let mut fs = Fs {
             scratch: Scratch::new(config.limits.scratch.max(scratch::NODE_COST), now),
-            dev_dirs: vec![BTreeMap::new()],
-            overlays: HashMap::new(),
+            dev_dirs: vec![NameMap::default()],
+            overlays: Vec::new(),
             root: Node::Scratch(scratch::ROOT),
             images: Vec::new(),
             mounts: Vec::new(),
@@ -237,7 +272,7 @@ impl Fs {
         };
         // /dev: devices, then channels (which may nest: `in/map-1`).
         for (name, dev) in DEVICES {
-            fs.dev_dirs[0].insert(name.to_string(), Node::Device(dev));
+            fs.dev_dirs[0].insert(Cow::Borrowed(name), Node::Device(dev));
         }
         for (i, ch) in config.channels.iter().enumerate() {
             let name = ch.name().as_str().to_string();
@@ -249,18 +284,16 @@ impl Fs {
                     Some(Node::DevDir(d)) => *d as usize,
                     Some(_) => return Err(SetupError::DevClash(name.clone())),
                     None => {
-                        fs.dev_dirs.push(BTreeMap::new());
+                        fs.dev_dirs.push(NameMap::default());
                         let d = fs.dev_dirs.len() - 1;
-                        fs.dev_dirs[dir].insert(part.to_string(), Node::DevDir(d as u32));
+                        fs.dev_dirs[dir]
+                            .insert(Cow::Owned(part.to_string()), Node::DevDir(d as u32));
                         d
                     }
                 };
                 dir = next;
             }
-            if fs.dev_dirs[dir]
-                .insert(last.to_string(), Node::Channel(i as u32))
-                .is_some()
-            {
+            if !fs.dev_dirs[dir].insert(Cow::Owned(last.to_string()), Node::Channel(i as u32)) {
                 return Err(SetupError::DevClash(name.clone()));
             }
         }
@@ -305,8 +338,11 @@ impl Fs {
             let (_, node) = mount_nodes.remove(pos);
             fs.root = node;
         }
-        fs.overlays
-            .insert((OverlayParent::Root, "dev".to_string()), Node::DevDir(0));
+        fs.overlays.push(Overlay {
+            parent: OverlayParent::Root,
+            name: Cow::Borrowed("dev"),
+            node: Node::DevDir(0),
+        });
         for (abs, node) in mount_nodes {
             let (parents, last) = split_parent(&abs);
             let mount_err = |message: &str| SetupError::Mount {
@@ -329,7 +365,7 @@ impl Fs {
                     },
                     OverlayParent::Scratch(id) => id,
                 };
-                if fs.overlays.contains_key(&(parent, part.to_string())) {
+                if fs.overlay(parent, part).is_some() {
                     return Err(mount_err("it lies inside another mount"));
                 }
                 let child = match fs.scratch.lookup(dir, part) {
@@ -343,13 +379,14 @@ impl Fs {
                 };
                 parent = OverlayParent::Scratch(child);
             }
-            if fs
-                .overlays
-                .insert((parent, last.to_string()), node)
-                .is_some()
-            {
+            if fs.overlay(parent, last).is_some() {
                 return Err(mount_err("it is mounted twice"));
             }
+            fs.overlays.push(Overlay {
+                parent,
+                name: Cow::Owned(last.to_string()),
+                node,
+            });
         }
 
         // Descriptors: stdio, then one preopen per mount, then `/`.
@@ -454,12 +491,23 @@ impl Fs {
         }
     }
 
+    fn overlay(&self, parent: OverlayParent, name: &str) -> Option<&Node> {
+        self.overlays
+            .iter()
+            .find(|o| o.parent == parent && o.name == name)
+            .map(|o| &o.node)
+    }
+
+    fn has_overlays(&self, parent: OverlayParent) -> bool {
+        self.overlays.iter().any(|o| o.parent == parent)
+    }
+
     fn lookup(&self, loc: &Loc, name: &str) -> Result<Option<Node>, Errno> {
         if name.len() > MAX_NAME_LEN {
             return Err(Errno::Nametoolong);
         }
         if let Some(parent) = self.overlay_parent(loc)
-            && let Some(node) = self.overlays.get(&(parent, name.to_string()))
+            && let Some(node) = self.overlay(parent, name)
         {
             return Ok(Some(node.clone()));
         }
@@ -1137,9 +1185,9 @@ impl Fs {
                 }
             }
             Node::DevDir(d) => {
-                for (name, node) in &self.dev_dirs[*d as usize] {
+                for (name, node) in &self.dev_dirs[*d as usize].0 {
                     let st = self.stat_node(node, &loc)?;
-                    entries.insert(name.clone(), (st.ino, st.filetype));
+                    entries.insert(name.to_string(), (st.ino, st.filetype));
                 }
             }
             Node::Image { img, id } => {
@@ -1156,11 +1204,9 @@ impl Fs {
             _ => return Err(Errno::Notdir),
         }
         if let Some(parent) = self.overlay_parent(&loc) {
-            for ((p, name), node) in &self.overlays {
-                if *p == parent {
-                    let st = self.stat_node(node, &loc)?;
-                    entries.insert(name.clone(), (st.ino, st.filetype));
-                }
+            for o in self.overlays.iter().filter(|o| o.parent == parent) {
+                let st = self.stat_node(&o.node, &loc)?;
+                entries.insert(o.name.to_string(), (st.ino, st.filetype));
             }
         }
         let mut out = Vec::with_capacity(entries.len() + 2);
@@ -1477,7 +1523,7 @@ impl Fs {
 
     fn is_overlay(&self, parent: &Loc, name: &str) -> bool {
         self.overlay_parent(parent)
-            .is_some_and(|p| self.overlays.contains_key(&(p, name.to_string())))
+            .is_some_and(|p| self.overlay(p, name).is_some())
     }
 
     pub fn mkdir(&mut self, dirfd: u32, path: &str) -> Result<(), Errno> {
@@ -1606,10 +1652,7 @@ impl Fs {
             (Node::Scratch(dir), Node::Scratch(id)) => {
                 let has_children =
                     matches!(&self.scratch.get(*id).data, Data::Dir(e) if !e.is_empty());
-                let has_overlays = self
-                    .overlays
-                    .keys()
-                    .any(|(p, _)| *p == OverlayParent::Scratch(*id));
+                let has_overlays = self.has_overlays(OverlayParent::Scratch(*id));
                 if has_children || has_overlays {
                     return Err(Errno::Notempty);
                 }
@@ -1666,10 +1709,7 @@ impl Fs {
                         (false, true) => return Err(Errno::Isdir),
                         (true, true) => {
                             if matches!(&self.scratch.get(dst).data, Data::Dir(e) if !e.is_empty())
-                                || self
-                                    .overlays
-                                    .keys()
-                                    .any(|(p, _)| *p == OverlayParent::Scratch(dst))
+                                || self.has_overlays(OverlayParent::Scratch(dst))
                             {
                                 return Err(Errno::Notempty);
                             }
