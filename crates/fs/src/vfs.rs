@@ -280,7 +280,7 @@ impl Fs {
             let parts: Vec<&str> = name.split('/').collect();
             let (last, parents) = parts.split_last().expect("channel names are not empty");
             for part in parents {
-                let next = match fs.dev_dirs[dir].get(*part) {
+                let next = match fs.dev_dirs[dir].get(part) {
                     Some(Node::DevDir(d)) => *d as usize,
                     Some(_) => return Err(SetupError::DevClash(name.clone())),
                     None => {
