@@ -145,16 +145,17 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("zvm: program `{}` refused: {reason}", path.display());
             Report::refused(&path.display().to_string(), Some(hash.to_string()), reason)
         }
-        Err(e @ zvm_vm::Error::HashMismatch { .. }) => {
+        // Refusals of the program itself get a report too, like validation failures.
+        Err(e @ (zvm_vm::Error::HashMismatch { .. } | zvm_vm::Error::ProgramTooLarge { .. })) => {
             eprintln!("zvm: {e}");
-            let zvm_vm::Error::HashMismatch { path, actual, .. } = &e else {
-                unreachable!("matched above")
+            let (path, hash) = match &e {
+                zvm_vm::Error::HashMismatch { path, actual, .. } => {
+                    (path, Some(actual.to_string()))
+                }
+                zvm_vm::Error::ProgramTooLarge { path, .. } => (path, None),
+                _ => unreachable!("matched above"),
             };
-            Report::refused(
-                &path.display().to_string(),
-                Some(actual.to_string()),
-                e.to_string(),
-            )
+            Report::refused(&path.display().to_string(), hash, e.to_string())
         }
         Err(e) => return Err(e.into()),
     };

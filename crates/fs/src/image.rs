@@ -55,16 +55,17 @@ pub type EntryId = u32;
 
 /// Default cap on the entries an image may hold (hard links count as one each).
 ///
-/// A million files is far more than a job's read-only inputs need, and each entry costs the
-/// index roughly a hundred bytes besides its name, so this holds a hostile image's index to
-/// around 100 MiB plus [`MAX_INDEX_BYTES`] instead of letting a tar of empty headers grow it
-/// without end.
-pub const MAX_ENTRIES: usize = 1_000_000;
+/// Two hundred thousand files is far more than a job's read-only inputs need (a whole
+/// CPython standard library is under ten thousand). While the index is built, each entry
+/// costs about 400 bytes besides its name (measured: a tar of a million deep one-byte paths
+/// peaked near 400 MiB), so this holds a hostile image's index to around 80 MiB plus
+/// [`MAX_INDEX_BYTES`] instead of letting a tar of empty headers grow it without end.
+pub const MAX_ENTRIES: usize = 200_000;
 
 /// Default cap on the bytes of names and symlink targets the index keeps.
 ///
-/// 64 MiB fits a million entries with names of typical length; beyond that a tar is more
-/// likely an attack on host memory than a dataset.
+/// 64 MiB fits the largest image's entries with names of typical length many times over;
+/// beyond that a tar is more likely an attack on host memory than a dataset.
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// Default cap on the bytes the `tar` crate may read (rather than seek past) to produce one

@@ -435,6 +435,10 @@ impl Fs {
                     });
                 }
             };
+            // A preopen is an open descriptor like any other: closing it releases the node.
+            if let Node::Scratch(id) = loc.top() {
+                fs.scratch.opened(*id);
+            }
             fs.fds.push(Some(FdEntry {
                 handle: Handle::Dir(loc),
                 pos: 0,
@@ -1944,6 +1948,25 @@ mod tests {
         assert_eq!(fs.unlink(ROOT_FD, "dev/stdin"), Err(Errno::Rofs));
         fs.rename(ROOT_FD, "a/f", ROOT_FD, "g").unwrap();
         assert_eq!(names(&fs, ROOT_FD), [".", "..", "a", "dev", "g"]);
+    }
+
+    #[test]
+    fn closing_the_root_preopen_releases_it_cleanly() {
+        let mut fs = world(Vec::new(), Limits::default());
+        let again = fs
+            .open(
+                ROOT_FD,
+                "/",
+                true,
+                oflags::DIRECTORY,
+                rights::FD_READDIR,
+                0,
+                0,
+            )
+            .unwrap();
+        fs.close(ROOT_FD).unwrap();
+        fs.close(again).unwrap();
+        assert_eq!(fs.close(ROOT_FD), Err(Errno::Badf));
     }
 
     #[test]

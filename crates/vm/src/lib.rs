@@ -63,9 +63,16 @@ pub const MAX_PROGRAM_BYTES: u64 = 64 << 20;
 /// Largest table a guest may grow, in elements: generous for C function-pointer tables.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Largest wasm call stack, in bytes: deep enough for recursive programs, bounded so that
-/// runaway recursion traps cleanly.
-pub const MAX_WASM_STACK: usize = 2 << 20;
+/// Largest wasm call stack, in bytes (wasmtime's own default). Wasm frames live on the stack
+/// of the thread that calls [`Program::run`], so that thread needs this much plus room for the
+/// host: [`MIN_THREAD_STACK`]. C and Rust keep their large frames in linear memory, so this is
+/// deep enough for recursive programs, and runaway recursion traps cleanly.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+
+/// Smallest stack a thread calling [`Program::run`] should have: the wasm stack plus a
+/// generous allowance for zvm's and wasmtime's host frames. Rust's default for spawned
+/// threads (2 MiB) and the main thread's (8 MiB) both exceed it.
+pub const MIN_THREAD_STACK: usize = MAX_WASM_STACK + (512 << 10);
 
 /// Frames kept in a trap's backtrace: enough to see where a program failed without
 /// letting deep recursion produce megabytes of report.
