@@ -12,7 +12,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Quota, StdStream};
@@ -508,11 +508,23 @@ fn stage(channel: &Channel, dest: &Path) -> Result<Staged, SetupError> {
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(file_name);
     prefix.push(".zvm-");
+    // The committed file gets the mode a new file would get (0666 less the umask, applied by
+    // the kernel at creation), or keeps the mode of the file it replaces.
+    let existing_mode = std::fs::metadata(dest)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777);
     let named = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(&dir)
         .map_err(stage_err)?;
+    if let Some(mode) = existing_mode {
+        named
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(stage_err)?;
+    }
     let (file, temp) = named.keep().map_err(|e| stage_err(e.error))?;
     // From here on, dropping `staged` removes the temporary file.
     let staged = Staged {
@@ -581,6 +593,29 @@ mod tests {
             1,
             "no stray files"
         );
+    }
+
+    #[test]
+    fn committed_outputs_get_the_usual_mode_or_keep_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new");
+        let mut h = ChannelHandle::open(&chan("o", &new, AccessMode::SequentialWrite, unlimited()))
+            .unwrap();
+        h.write(b"x").unwrap();
+        h.finish(true).unwrap();
+        // 0666 less this process's umask, like any new file.
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&new), mode(&probe));
+        let old = dir.path().join("old");
+        std::fs::write(&old, b"old").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let mut h = ChannelHandle::open(&chan("o", &old, AccessMode::SequentialWrite, unlimited()))
+            .unwrap();
+        h.write(b"new").unwrap();
+        h.finish(true).unwrap();
+        assert_eq!(mode(&old), 0o640);
     }
 
     #[test]

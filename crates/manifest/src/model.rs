@@ -486,7 +486,7 @@ impl Mount {
 /// What a mount shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
-    /// A read-only tar image (plain or gzip).
+    /// A read-only tar image (plain, uncompressed).
     Image(PathBuf),
     /// A host directory, read-only unless `writable`.
     Dir { path: PathBuf, writable: bool },

@@ -392,6 +392,9 @@ impl Runtime {
             hash,
             reason,
         };
+        if bytes.is_empty() {
+            return Err(refused("the file is empty, not a wasm module".into()));
+        }
         if bytes.len() as u64 > MAX_PROGRAM_BYTES {
             return Err(refused(format!(
                 "larger than the {MAX_PROGRAM_BYTES}-byte limit"
