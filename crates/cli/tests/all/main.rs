@@ -8,6 +8,7 @@ mod bench;
 mod channels;
 mod devices;
 mod filesystem;
+mod hostile;
 mod languages;
 mod limits;
 mod manifests;
