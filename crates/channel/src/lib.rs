@@ -125,6 +125,41 @@ impl fmt::Debug for Endpoint {
     }
 }
 
+/// An in-memory output an embedder reads after (or while) a VM writes it: bind a clone with
+/// [`SharedBuffer::endpoint`] and read [`SharedBuffer::contents`].
+#[derive(Clone, Debug, Default)]
+pub struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    pub fn new() -> SharedBuffer {
+        SharedBuffer::default()
+    }
+
+    /// A writer endpoint appending to this buffer.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::Writer(Box::new(self.clone()))
+    }
+
+    /// A copy of what has been written so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("buffer poisoned by a panic"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 enum Backend {
     /// A host file read in place (input channels).
     File(File),

@@ -485,23 +485,10 @@ impl std::fmt::Debug for Program {
 /// feed stdin from memory, capture stdout).
 ///
 /// ```
-/// use std::io::Write;
 /// use std::path::Path;
-/// use std::sync::{Arc, Mutex};
-/// use zvm_channel::Endpoint;
+/// use zvm_channel::{Endpoint, SharedBuffer};
 /// use zvm_manifest::Manifest;
 /// use zvm_vm::{Allocator, PoolConfig, RunIo, Runtime, RuntimeConfig};
-///
-/// /// Collects what the guest writes.
-/// #[derive(Clone, Default)]
-/// struct Sink(Arc<Mutex<Vec<u8>>>);
-/// impl Write for Sink {
-///     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-///         self.0.lock().unwrap().extend_from_slice(b);
-///         Ok(b.len())
-///     }
-///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-/// }
 ///
 /// // An echo program: copies up to 64 bytes of stdin to stdout.
 /// let wat = r#"(module
@@ -525,13 +512,13 @@ impl std::fmt::Debug for Program {
 ///
 /// // Then a fresh VM per request: cheap, and shareable across threads.
 /// for request in ["one", "two"] {
-///     let out = Sink::default();
+///     let out = SharedBuffer::new();
 ///     let io = RunIo::default()
 ///         .bind("stdin", Endpoint::Reader(Box::new(std::io::Cursor::new(request))))
-///         .bind("stdout", Endpoint::Writer(Box::new(out.clone())));
+///         .bind("stdout", out.endpoint());
 ///     let report = program.run(&manifest, io)?;
 ///     assert!(report.state.is_ok());
-///     assert_eq!(&*out.0.lock().unwrap(), request.as_bytes());
+///     assert_eq!(out.contents(), request.as_bytes());
 /// }
 /// # Ok::<(), zvm_vm::Error>(())
 /// ```
@@ -772,34 +759,19 @@ fn trap_message(e: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zvm_channel::Endpoint;
-
-    /// A `Write` that appends to a shared buffer, to capture a guest's stdout.
-    #[derive(Clone, Default)]
-    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use zvm_channel::{Endpoint, SharedBuffer};
 
     fn run_wat(wat: &str, manifest: Manifest) -> (Report, Vec<u8>) {
         let rt = Runtime::new(RuntimeConfig::default()).unwrap();
         let program = rt
             .load(Path::new("test.wat"), wat.as_bytes(), None)
             .unwrap();
-        let out = Capture::default();
+        let out = SharedBuffer::new();
         let io = RunIo::default()
             .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
-            .bind("stdout", Endpoint::Writer(Box::new(out.clone())));
+            .bind("stdout", out.endpoint());
         let report = program.run(&manifest, io).unwrap();
-        let bytes = out.0.lock().unwrap().clone();
-        (report, bytes)
+        (report, out.contents())
     }
 
     fn refusal(wat: &str) -> String {

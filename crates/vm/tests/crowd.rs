@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use zvm_channel::Endpoint;
+use zvm_channel::{Endpoint, SharedBuffer};
 use zvm_manifest::Manifest;
 use zvm_vm::{Allocator, PoolConfig, Program, Report, RunIo, Runtime, RuntimeConfig, State};
 
@@ -52,20 +52,6 @@ struct Sink(Arc<AtomicU64>);
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Keeps what the guest writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -371,15 +357,14 @@ fn a_thousand_hostile_vms_next_to_a_well_behaved_one() {
     good_manifest.limits.fuel = FUEL;
     good_manifest.limits.timeout = TIMEOUT;
     let good_run = || {
-        let out = Capture::default();
+        let out = SharedBuffer::new();
         let report = run(
             &good,
             &good_manifest,
             Box::new(std::io::empty()),
-            Endpoint::Writer(Box::new(out.clone())),
+            out.endpoint(),
         );
-        let bytes = out.0.lock().unwrap().clone();
-        (report, bytes)
+        (report, out.contents())
     };
     // Alone first: the reference the storm's runs must match.
     let (alone, out) = good_run();

@@ -2,26 +2,12 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 
-use zvm_channel::Endpoint;
+use zvm_channel::{Endpoint, SharedBuffer};
 use zvm_manifest::Manifest;
 use zvm_vm::{Allocator, Error, PoolConfig, Report, RunIo, Runtime, RuntimeConfig, State};
-
-/// A `Write` into a shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A `Read` that says when the guest first reads, then blocks until the test sends it its
 /// bytes (then EOF).
@@ -57,13 +43,12 @@ fn pooled(slots: u32) -> Runtime {
 }
 
 fn run(program: &zvm_vm::Program, stdin: Box<dyn Read + Send>) -> Result<(Report, Vec<u8>), Error> {
-    let out = Capture::default();
+    let out = SharedBuffer::new();
     let io = RunIo::default()
         .bind("stdin", Endpoint::Reader(stdin))
-        .bind("stdout", Endpoint::Writer(Box::new(out.clone())));
+        .bind("stdout", out.endpoint());
     let report = program.run(&Manifest::for_program("guest.wat"), io)?;
-    let bytes = out.0.lock().unwrap().clone();
-    Ok((report, bytes))
+    Ok((report, out.contents()))
 }
 
 /// Reads one byte of stdin, then exits.

@@ -8,15 +8,15 @@
 //! start of the run.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use zvm_channel::Endpoint;
+use zvm_channel::{Endpoint, SharedBuffer};
 use zvm_manifest::Manifest;
 use zvm_vm::{Allocator, PoolConfig, Program, RunIo, Runtime, RuntimeConfig, State};
 
@@ -491,17 +491,17 @@ fn compute(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
         let mut native_clang = Vec::new();
         let mut outputs = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let out = Arc::new(Mutex::new(Vec::new()));
+            let out = SharedBuffer::new();
             let io = RunIo::default()
                 .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
-                .bind("stdout", Endpoint::Writer(Box::new(SharedBuf(out.clone()))));
+                .bind("stdout", out.endpoint());
             let t = Instant::now();
             let report = program.run(&manifest, io)?;
             z.push(t.elapsed());
             if report.state != State::Ok {
                 bail!("compute guest ended with `{}`", report.state);
             }
-            outputs.0 = out.lock().map(|b| b.clone()).unwrap_or_default();
+            outputs.0 = out.contents();
             let t = Instant::now();
             let o = Command::new(&guests.compute_native)
                 .args([task, n.as_str()])
@@ -537,21 +537,6 @@ fn compute(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
         });
     }
     Ok(rows)
-}
-
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedBuf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Resident set size of this process, in bytes.
