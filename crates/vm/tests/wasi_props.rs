@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -775,11 +776,14 @@ fn run_unmounted(
     Ok(report)
 }
 
-fn world() -> &'static HostWorld {
-    // Each property test runs its cases one after another, but the tests run in parallel:
-    // they share one parent, and each case's mount directory is its own.
-    static WORLD: OnceLock<HostWorld> = OnceLock::new();
-    WORLD.get_or_init(HostWorld::new)
+/// The host tree of the calling test. Each test runs its cases one after another on its own
+/// thread, so a world per thread keeps parallel tests from seeing each other's mounts, and is
+/// removed from the host when the test's thread ends.
+fn world() -> Rc<HostWorld> {
+    thread_local! {
+        static WORLD: Rc<HostWorld> = Rc::new(HostWorld::new());
+    }
+    WORLD.with(Rc::clone)
 }
 
 /// One function, called K times: the shape the issue asks for.
@@ -856,7 +860,7 @@ proptest! {
 
     #[test]
     fn one_function_k_times_without_mounts(calls in one_function_k_times()) {
-        run_unmounted(world(), &calls, None)?;
+        run_unmounted(&world(), &calls, None)?;
     }
 
     #[test]
@@ -869,13 +873,13 @@ proptest! {
         if mounted {
             world().run(&calls, Some(&junk))?;
         } else {
-            run_unmounted(world(), &calls, Some(&junk))?;
+            run_unmounted(&world(), &calls, Some(&junk))?;
         }
     }
 
     #[test]
     fn mixed_calls_without_mounts(calls in mixed_calls_after_prelude()) {
-        run_unmounted(world(), &calls, None)?;
+        run_unmounted(&world(), &calls, None)?;
     }
 
     #[test]
@@ -936,7 +940,7 @@ fn every_function_survives_edge_arguments() {
             })
             .collect();
         let name = function.name;
-        run_unmounted(world, &calls, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        run_unmounted(&world, &calls, None).unwrap_or_else(|e| panic!("{name}: {e}"));
         world
             .run(&calls, None)
             .unwrap_or_else(|e| panic!("{name} with a mount: {e}"));
@@ -1003,7 +1007,7 @@ fn proc_exit_gives_the_exit_code() {
         func: function("proc_exit"),
         args: vec![Value::I32(7)],
     }];
-    let report = run_unmounted(world(), &calls, None).unwrap();
+    let report = run_unmounted(&world(), &calls, None).unwrap();
     assert_eq!(report.state, State::Exited { code: 7 });
     assert_eq!(report.exit_code, Some(7));
 }
@@ -1027,7 +1031,7 @@ fn closing_the_root_preopen_is_not_a_host_panic() {
         }],
     ] {
         let report =
-            run_unmounted(world(), &calls, None).unwrap_or_else(|e| panic!("{calls:?}: {e}"));
+            run_unmounted(&world(), &calls, None).unwrap_or_else(|e| panic!("{calls:?}: {e}"));
         assert_eq!(report.state, State::Ok, "{calls:?}");
     }
 }
