@@ -27,7 +27,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use zvm_channel::{ChannelHandle, ChannelSummary, SetupError as ChannelSetupError};
 use zvm_manifest::{Clock, Limits, Mount, MountSource, StdStream};
@@ -1739,8 +1738,7 @@ impl Fs {
         to_fd: u32,
         to: &str,
     ) -> Result<(), Errno> {
-        let (from_parent, from_name, from_node, _) =
-            self.resolve_existing(from_fd, from, follow)?;
+        let (_, _, from_node, _) = self.resolve_existing(from_fd, from, follow)?;
         if self.is_dir(&from_node) {
             return Err(Errno::Perm);
         }
@@ -1754,11 +1752,7 @@ impl Fs {
                 },
                 Node::HostDir(tdir),
             ) if fdir.mount == tdir.mount => host::link(fdir, name, tdir, &to_name),
-            _ => {
-                let _ = from_parent;
-                let _ = from_name;
-                Err(Errno::Xdev)
-            }
+            _ => Err(Errno::Xdev),
         }
     }
 
@@ -1787,16 +1781,6 @@ impl Fs {
     /// The channels, for reading counters during or after a run.
     pub fn channels(&self) -> &[ChannelHandle] {
         &self.channels
-    }
-
-    /// Bytes held by the scratch tree.
-    pub fn scratch_used(&self) -> u64 {
-        self.scratch.used()
-    }
-
-    /// Host paths of the images mounted, for the report.
-    pub fn image_paths(&self) -> Vec<PathBuf> {
-        self.images.iter().map(|i| i.path().to_path_buf()).collect()
     }
 }
 

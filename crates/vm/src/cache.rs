@@ -43,10 +43,6 @@ impl ModuleCache {
         ModuleCache { dir, engine_key }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where the compiled form of `hash` lives.
     pub fn entry_path(&self, hash: &ContentHash) -> PathBuf {
         self.dir
