@@ -707,6 +707,7 @@ fn memory_channel(name: &str, mode: AccessMode, quota: Quota) -> Channel {
         source: ChannelSource::Null,
         mode,
         quota,
+        etag: None,
     }
 }
 

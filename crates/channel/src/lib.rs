@@ -590,6 +590,7 @@ mod tests {
             source: ChannelSource::File(path.to_path_buf()),
             mode,
             quota,
+            etag: None,
         }
     }
 

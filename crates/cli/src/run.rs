@@ -337,6 +337,7 @@ fn set_channel(m: &mut Manifest, spec: &str, mode: Option<AccessMode>, flag: &st
         source: ChannelSource::File(PathBuf::from(path)),
         mode,
         quota: Quota::default(),
+        etag: None,
     };
     match m.channels.iter_mut().find(|c| c.name == channel.name) {
         Some(existing) => {

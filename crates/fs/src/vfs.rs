@@ -1828,6 +1828,7 @@ mod tests {
             source: ChannelSource::Null,
             mode,
             quota: Quota::default(),
+            etag: None,
         })
         .unwrap()
     }

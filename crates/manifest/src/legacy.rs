@@ -213,6 +213,8 @@ impl Reader<'_> {
             seed: 0,
             clock: Default::default(),
             memory_etag,
+            commit: Default::default(),
+            exports: Vec::new(),
         })
     }
 
@@ -380,6 +382,7 @@ impl Reader<'_> {
             source,
             mode,
             quota,
+            etag: None,
         })
     }
 }

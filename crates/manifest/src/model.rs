@@ -60,6 +60,10 @@ pub struct Manifest {
     pub clock: Clock,
     /// Whether the report should carry an etag of the guest's final linear memory.
     pub memory_etag: bool,
+    /// When the run's outputs become visible on the host.
+    pub commit: CommitPolicy,
+    /// Scratch directories written out as tar files when the run commits.
+    pub exports: Vec<Export>,
 }
 
 impl Manifest {
@@ -86,6 +90,8 @@ impl Manifest {
             seed: 0,
             clock: Clock::default(),
             memory_etag: false,
+            commit: CommitPolicy::default(),
+            exports: Vec::new(),
         }
     }
 
@@ -338,6 +344,9 @@ pub struct Channel {
     pub source: ChannelSource,
     pub mode: AccessMode,
     pub quota: Quota,
+    /// Input pinning: the run is refused before it starts unless the file's content has this
+    /// BLAKE3 hash (read channels bound to files only).
+    pub etag: Option<ContentHash>,
 }
 
 impl Channel {
@@ -351,6 +360,7 @@ impl Channel {
                 _ => AccessMode::SequentialWrite,
             },
             quota: Quota::default(),
+            etag: None,
         }
     }
 }
@@ -508,4 +518,58 @@ impl Default for Clock {
             step_ns: DEFAULT_CLOCK_STEP_NS,
         }
     }
+}
+
+/// When a run's outputs (output files, exports, changes in writable host directories) become
+/// visible on the host. They always land together, or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitPolicy {
+    /// `on-success`: commit when the guest exits with code 0 within every limit.
+    #[default]
+    OnSuccess,
+    /// `always`: commit whatever the outcome (a trap, a limit, a non-zero exit).
+    Always,
+    /// `never`: a dry run; nothing is ever written.
+    Never,
+}
+
+impl CommitPolicy {
+    /// All policies with their manifest spelling.
+    pub const ALL: [(CommitPolicy, &'static str); 3] = [
+        (CommitPolicy::OnSuccess, "on-success"),
+        (CommitPolicy::Always, "always"),
+        (CommitPolicy::Never, "never"),
+    ];
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map(|(_, s)| *s)
+            .unwrap_or("?")
+    }
+
+    /// Parses the manifest spelling.
+    pub fn parse(s: &str) -> Option<CommitPolicy> {
+        Self::ALL.iter().find(|(_, n)| *n == s).map(|(p, _)| *p)
+    }
+
+    /// Whether a run that ended `ok` (or not) commits under this policy.
+    pub fn commits(self, ok: bool) -> bool {
+        match self {
+            CommitPolicy::OnSuccess => ok,
+            CommitPolicy::Always => true,
+            CommitPolicy::Never => false,
+        }
+    }
+}
+
+/// A directory of the guest's scratch filesystem written out as a tar file on commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The guest directory (absolute, normalised like a mount path).
+    pub guest: String,
+    /// The host tar file, resolved against the manifest's directory.
+    pub path: PathBuf,
 }

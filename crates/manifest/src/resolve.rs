@@ -99,6 +99,8 @@ impl Resolver<'_> {
             seed: raw.seed.unwrap_or(0),
             clock,
             memory_etag: raw.memory_etag.unwrap_or(false),
+            commit: Default::default(),
+            exports: Vec::new(),
         })
     }
 
@@ -434,6 +436,7 @@ impl Resolver<'_> {
             source,
             mode,
             quota,
+            etag: None,
         })
     }
 

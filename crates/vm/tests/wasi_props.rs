@@ -573,6 +573,7 @@ fn memory_channel(name: &str, mode: AccessMode, quota: Quota) -> Channel {
         source: ChannelSource::Null,
         mode,
         quota,
+        etag: None,
     }
 }
 
