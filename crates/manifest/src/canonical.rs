@@ -5,6 +5,19 @@
 //! each table after the leading `version`, and strings are always basic strings with one fixed
 //! escaping. It is written by hand rather than by a TOML serialiser so that the bytes cannot
 //! change under us when a dependency changes its formatting choices.
+//!
+//! Tables follow the top-level keys in a fixed order: `[clock]` and `[limits]`, then the
+//! arrays of tables `[[channel]]`, `[[export]]` and `[[mount]]`, each in the manifest's
+//! resolved order (exports, like mounts, in declaration order).
+//!
+//! `commit` is always written, even at its default `on-success`, like every other key that
+//! has a value: a manifest that spells the default and one that leaves it out mean the same
+//! and so give the same bytes, and the policy is part of what is hashed, since a dry run
+//! (`never`) and a run that commits are different configurations. Optional values that have
+//! no default to spell are written only when present: the program's `hash`, a channel's
+//! `etag` (as 64 lowercase hex digits without the `blake3:` prefix, however it was written),
+//! and exports (an export's `path` is already normalised, so `out/` and `/out` give the same
+//! bytes).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -30,6 +43,7 @@ pub(crate) fn render(m: &Manifest) -> String {
             .join(", ")
     );
     let _ = writeln!(w, "argv0 = {}", string(&m.argv0));
+    let _ = writeln!(w, "commit = {}", string(m.commit.as_str()));
     let env: Vec<String> = m
         .env
         .iter()
@@ -74,6 +88,9 @@ pub(crate) fn render(m: &Manifest) -> String {
 
     for c in &m.channels {
         let _ = writeln!(w, "\n[[channel]]");
+        if let Some(etag) = &c.etag {
+            let _ = writeln!(w, "etag = {}", string(&etag.hex()));
+        }
         let _ = writeln!(w, "mode = {}", string(c.mode.as_str()));
         let _ = writeln!(w, "name = {}", string(c.name.as_str()));
         if let ChannelSource::Null = c.source {
@@ -95,6 +112,12 @@ pub(crate) fn render(m: &Manifest) -> String {
             let _ = writeln!(w, "write_bytes = {}", quota(c.quota.write_bytes));
             let _ = writeln!(w, "writes = {}", quota(c.quota.writes));
         }
+    }
+
+    for e in &m.exports {
+        let _ = writeln!(w, "\n[[export]]");
+        let _ = writeln!(w, "path = {}", string(&e.guest));
+        let _ = writeln!(w, "tar = {}", path(&e.path));
     }
 
     for mount in &m.mounts {
@@ -181,6 +204,7 @@ args = ["a b", "\u0001", "ü"]
 env = { LANG = "C", "WEIRD KEY" = "x=y", "" = "" }
 seed = 18446744073709551615
 memory_etag = true
+commit = "never"
 
 [limits]
 memory = "4 GiB"
@@ -197,6 +221,7 @@ step = "3us"
 name = "/dev/input"
 path = "in.txt"
 mode = "random-read"
+etag = "blake3:AF1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
 reads = 10
 read_bytes = "1 KiB"
 
@@ -211,6 +236,14 @@ name = "stdout"
 stdio = "stderr"
 mode = "append"
 write_bytes = 0
+
+[[export]]
+path = "./results/"
+tar = "results.tar"
+
+[[export]]
+path = "/a"
+tar = "/abs/a.tar"
 
 [[mount]]
 path = "data"
@@ -229,7 +262,22 @@ writable = true
         let m = parse(&full);
         assert_eq!(m.limits.timeout, Duration::from_millis(1500));
         assert_eq!(m.seed, u64::MAX);
+        assert_eq!(m.commit, CommitPolicy::Never);
+        assert_eq!(m.exports.len(), 2);
         let text = render(&m);
+        // The pin is written one way, whatever the case and prefix it was given with.
+        assert!(
+            text.contains(
+                "\n[[channel]]\netag = \"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262\"\nmode = \"random-read\"\nname = \"input\"\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n[[export]]\npath = \"/results\"\ntar = \"/srv/jobs/results.tar\"\n\n[[export]]\npath = \"/a\"\ntar = \"/abs/a.tar\"\n\n[[mount]]\n"
+            ),
+            "{text}"
+        );
         let again = parse(&text);
         assert_eq!(again, m, "{text}");
         assert_eq!(render(&again), text);
@@ -251,6 +299,17 @@ writable = true
                 writable: false,
             },
         });
+        built.commit = CommitPolicy::Always;
+        built.exports.push(Export {
+            guest: "/out".into(),
+            path: PathBuf::from("/host/out.tar"),
+        });
+        let mut input = Channel::stdio(StdStream::Stdin);
+        input.name = ChannelName::new("input").unwrap();
+        input.source = ChannelSource::File("/in.txt".into());
+        input.etag = Some(ContentHash::of(b"pinned"));
+        built.channels.push(input);
+        assert_eq!(built.check(), Ok(()));
         assert_eq!(parse(&render(&built)), built);
     }
 
@@ -261,6 +320,7 @@ writable = true
             "version = 1
 args = []
 argv0 = \"p.wasm\"
+commit = \"on-success\"
 env = {{}}
 memory_etag = false
 program = {{ path = \"/srv/jobs/p.wasm\" }}
@@ -312,6 +372,7 @@ program = { path = "p.wasm" }
 argv0 = "p.wasm"
 env = {}
 seed = 0
+commit = "on-success"
 [limits]
 memory = 268435456
 timeout = "60000ms"
@@ -330,6 +391,20 @@ write_bytes = "1 GiB"
 "#,
         );
         assert_eq!(render(&a), render(&b));
+        // Pins and exports are equal however they are spelled.
+        let pin = |etag: &str, export: &str| {
+            parse(&format!(
+                "version = 1\nprogram = \"p.wasm\"\n[[channel]]\nname = \"in\"\npath = \"in\"\n\
+                 mode = \"read\"\netag = \"{etag}\"\n[[export]]\npath = \"{export}\"\ntar = \"o.tar\"\n"
+            ))
+        };
+        let hex = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+        let upper = format!("blake3:{}", hex.to_uppercase());
+        assert_eq!(render(&pin(hex, "/out")), render(&pin(&upper, "./out/")));
+        assert_ne!(render(&pin(hex, "/out")), render(&pin(hex, "/out/sub")));
+        // The commit policy is part of the configuration.
+        let never = parse("version = 1\nprogram = \"p.wasm\"\ncommit = \"never\"\n");
+        assert_ne!(render(&a), render(&never));
         // Paths are not normalised (the runtime resolves them), so these differ.
         let c = parse("version = 1\nprogram = \"./p.wasm\"\nargv0 = \"p.wasm\"\n");
         assert_ne!(render(&a), render(&c));

@@ -34,12 +34,15 @@ pub(crate) struct RawManifest {
     pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub seed: Option<u64>,
     pub memory_etag: Option<bool>,
+    pub commit: Option<Spanned<String>>,
     pub limits: Option<RawLimits>,
     pub clock: Option<RawClock>,
     #[serde(default)]
     pub channel: Vec<Spanned<RawChannel>>,
     #[serde(default)]
     pub mount: Vec<Spanned<RawMount>>,
+    #[serde(default)]
+    pub export: Vec<Spanned<RawExport>>,
 }
 
 /// `program = "path"` or `program = { path = "...", hash = "..." }`.
@@ -85,6 +88,7 @@ pub(crate) struct RawChannel {
     pub read_bytes: Option<Spanned<IntOrStr>>,
     pub writes: Option<Spanned<IntOrStr>>,
     pub write_bytes: Option<Spanned<IntOrStr>>,
+    pub etag: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +98,14 @@ pub(crate) struct RawMount {
     pub image: Option<Spanned<String>>,
     pub dir: Option<Spanned<String>>,
     pub writable: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an `[[export]]` table")]
+pub(crate) struct RawExport {
+    pub path: Spanned<String>,
+    /// Required; missing is a meaning error, so that the message can name the export.
+    pub tar: Option<Spanned<String>>,
 }
 
 /// A number that may also be written as a string with a unit (`"64 MiB"`, `"10s"`); the
@@ -405,7 +417,7 @@ mod tests {
                 "version = 1\n[[channel]]\nname = \"a\"\n[[channel]]\nname = \"b\"\npaht = \"x\"\n"
             ),
             "m.toml:6:1: unknown key `paht` in `[[channel]]`, expected one of `name`, `path`, \
-             `stdio`, `null`, `mode`, `reads`, `read_bytes`, `writes`, `write_bytes`"
+             `stdio`, `null`, `mode`, `reads`, `read_bytes`, `writes`, `write_bytes`, `etag`"
         );
         assert!(
             err("version = 1\nprogram = { path = \"a\", hsh = 1 }\n")

@@ -74,10 +74,11 @@ pub fn parse_legacy(text: &str, origin: &Path) -> Result<Manifest, Error> {
 }
 
 /// The canonical TOML text of a resolved manifest: the leading `version`, then every key
-/// explicit (defaults included) and sorted within its table, channels and mounts in their
-/// order, quotas only for the directions a channel's mode has, `u64::MAX` quotas as
-/// `"unlimited"`. Equal manifests give equal bytes, and [`parse_toml`] gives the manifest
-/// back (with absolute paths, as [`parse_file`] produces, whatever the origin).
+/// explicit (defaults included, `commit` too) and sorted within its table, channels, exports
+/// and mounts in their order, quotas only for the directions a channel's mode has,
+/// `u64::MAX` quotas as `"unlimited"`, etag pins as bare lowercase hex. Equal manifests give
+/// equal bytes, and [`parse_toml`] gives the manifest back (with absolute paths, as
+/// [`parse_file`] produces, whatever the origin).
 pub fn canonical_toml(m: &Manifest) -> String {
     canonical::render(m)
 }
@@ -139,5 +140,111 @@ mod tests {
             });
         }
         assert_eq!(m.check().unwrap_err(), "duplicate mount `data/`");
+    }
+
+    #[test]
+    fn check_refuses_bad_pins_as_the_parser_does() {
+        let pinned = |source: ChannelSource, mode: AccessMode| {
+            let mut m = Manifest::for_program("/p.wasm");
+            let mut c = Channel::stdio(StdStream::Stdin);
+            c.name = ChannelName::new("input").unwrap();
+            c.source = source;
+            c.mode = mode;
+            c.etag = Some(ContentHash::of(b"x"));
+            m.channels.push(c);
+            m.check()
+        };
+        let file = || ChannelSource::File("/in.txt".into());
+        assert_eq!(pinned(file(), AccessMode::SequentialRead), Ok(()));
+        assert_eq!(pinned(file(), AccessMode::RandomRead), Ok(()));
+        assert_eq!(
+            pinned(file(), AccessMode::ReadWrite).unwrap_err(),
+            "channel `input`: `etag` pins an input, but mode `read-write` writes; use mode \
+             `read` or `random-read`"
+        );
+        assert!(
+            pinned(ChannelSource::Null, AccessMode::SequentialRead)
+                .unwrap_err()
+                .contains("`null = true`")
+        );
+        let mut m = Manifest::for_program("/p.wasm");
+        m.channels[0].etag = Some(ContentHash::of(b"x"));
+        assert!(
+            m.check()
+                .unwrap_err()
+                .starts_with("channel `stdin`: `etag` pins")
+        );
+
+        // Each refusal of the checker is one the parser makes too, with the same words.
+        let parsed = |extra: &str| {
+            parse_toml(
+                &format!("version = 1\nprogram = \"p.wasm\"\n{extra}"),
+                Path::new("/m.toml"),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = parsed(
+            "[[channel]]\nname = \"input\"\npath = \"in\"\nmode = \"read-write\"\netag = \"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262\"\n",
+        );
+        assert!(
+            e.ends_with(": channel `input`: `etag` pins an input, but mode `read-write` writes; use mode `read` or `random-read`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn check_refuses_what_the_parser_refuses_of_exports() {
+        let export = |guest: &str, tar: &str| Export {
+            guest: guest.into(),
+            path: tar.into(),
+        };
+        let with = |exports: Vec<Export>| {
+            let mut m = Manifest::for_program("/p.wasm");
+            let mut out = Channel::stdio(StdStream::Stdout);
+            out.name = ChannelName::new("output").unwrap();
+            out.source = ChannelSource::File("/o/out.txt".into());
+            m.channels.push(out);
+            m.exports = exports;
+            m.check()
+        };
+        assert_eq!(
+            with(vec![export("/a", "/o/a.tar"), export("/a/b", "/o/b.tar")]),
+            Ok(())
+        );
+        assert_eq!(
+            with(vec![export("/", "/o/a.tar")]).unwrap_err(),
+            "export path `/` is the guest's whole tree, expected a directory below `/` such as `/out`"
+        );
+        assert!(
+            with(vec![export("/dev/x", "/o/a.tar")])
+                .unwrap_err()
+                .contains("is under `/dev`")
+        );
+        assert!(
+            with(vec![export("/a/../b", "/o/a.tar")])
+                .unwrap_err()
+                .contains("contains `..`")
+        );
+        assert_eq!(
+            with(vec![export("a/", "/o/a.tar")]).unwrap_err(),
+            "export path `a/` is not normalised, expected `/a`"
+        );
+        assert_eq!(
+            with(vec![export("/a", "/o/a.tar"), export("/a", "/o/b.tar")]).unwrap_err(),
+            "duplicate export `/a`"
+        );
+        assert_eq!(
+            with(vec![export("/a", "")]).unwrap_err(),
+            "export `/a`: `tar` is empty, expected a host path"
+        );
+        assert_eq!(
+            with(vec![export("/a", "/o/a.tar"), export("/b", "/o/./a.tar")]).unwrap_err(),
+            "export `/b`: `tar` names the same host file as the `tar` of export `/a`"
+        );
+        assert_eq!(
+            with(vec![export("/a", "/o/out.txt")]).unwrap_err(),
+            "export `/a`: `tar` names the same host file as channel `output`, which the guest writes"
+        );
     }
 }

@@ -102,8 +102,10 @@ impl Manifest {
 
     /// Checks a manifest built by other means than parsing (the CLI's flags, say) against the
     /// rules the parsers enforce: limit ranges, the standard channels and their directions,
-    /// modes that fit host streams, unique channel names and mount paths, and strings the
-    /// guest can receive. Parsed manifests always pass. The error names the field at fault.
+    /// modes that fit host streams, etag pins only on read-only file channels, unique channel
+    /// names and mount paths, export paths (normalised, unique, not `/`, not under `/dev`)
+    /// and their tar files (unique, none an output channel's file), and strings the guest can
+    /// receive. Parsed manifests always pass. The error names the field at fault.
     pub fn check(&self) -> Result<(), String> {
         use crate::rules;
         if self.program.path.as_os_str().is_empty() {
@@ -152,12 +154,54 @@ impl Manifest {
                     c.mode.as_str()
                 ));
             }
+            if c.etag.is_some()
+                && let Some(m) = rules::etag_problem(&c.name, &c.source, c.mode)
+            {
+                return Err(m);
+            }
         }
         let mut guests = std::collections::BTreeSet::new();
         for m in &self.mounts {
             rules::check_mount_guest(&m.guest)?;
             if !guests.insert(m.guest_abs()) {
                 return Err(format!("duplicate mount `{}`", m.guest));
+            }
+        }
+        let outputs = rules::output_files(&self.channels);
+        for (i, e) in self.exports.iter().enumerate() {
+            rules::check_export_guest(&e.guest)?;
+            let abs = Mount::normalise_guest(&e.guest);
+            if e.guest != abs {
+                // The canonical form writes the field as it is, and the parser would read it
+                // back normalised: a different manifest.
+                return Err(format!(
+                    "export path `{}` is not normalised, expected `{abs}`",
+                    e.guest
+                ));
+            }
+            let earlier = &self.exports[..i];
+            if earlier.iter().any(|o| o.guest == e.guest) {
+                return Err(format!("duplicate export `{}`", e.guest));
+            }
+            if e.path.as_os_str().is_empty() {
+                return Err(format!(
+                    "export `{}`: `tar` is empty, expected a host path",
+                    e.guest
+                ));
+            }
+            if let Some(o) = earlier
+                .iter()
+                .find(|o| rules::same_host_file(&o.path, &e.path))
+            {
+                let other = format!("the `tar` of export `{}`", o.guest);
+                return Err(rules::tar_clash(&e.guest, &other));
+            }
+            if let Some((_, name)) = outputs
+                .iter()
+                .find(|(p, _)| rules::same_host_file(p, &e.path))
+            {
+                let other = format!("channel `{name}`, which the guest writes");
+                return Err(rules::tar_clash(&e.guest, &other));
             }
         }
         Ok(())
@@ -185,7 +229,12 @@ impl ContentHash {
 
     /// Parses `blake3:<64 hex digits>` (the prefix is required; digits in either case).
     pub fn parse(s: &str) -> Option<ContentHash> {
-        let hex = s.strip_prefix("blake3:")?;
+        ContentHash::from_hex(s.strip_prefix("blake3:")?)
+    }
+
+    /// Parses 64 hex digits without a prefix, in either case: the way a channel's `etag` pin
+    /// and the report's channel etags are written.
+    pub fn from_hex(hex: &str) -> Option<ContentHash> {
         // `from_str_radix` alone would also take a `+` sign, so check the digits first.
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;

@@ -2,23 +2,24 @@
 //! read, defaults filled in, paths joined to the manifest's directory, and every combination
 //! the runtime could not honour is refused with the span of the key at fault.
 //!
-//! Checks run in a fixed order (top level, `[limits]`, `[clock]`, channels, mounts, each
-//! table's keys in their documented order) and the first failure is reported.
+//! Checks run in a fixed order (top level, `[limits]`, `[clock]`, channels, mounts, exports,
+//! each table's keys in their documented order) and the first failure is reported. Exports
+//! come last because their tar files are checked against the channels' output files.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
 use crate::document::{
-    IntOrStr, RawChannel, RawClock, RawLimits, RawManifest, RawMount, RawProgram,
+    IntOrStr, RawChannel, RawClock, RawExport, RawLimits, RawManifest, RawMount, RawProgram,
 };
 use crate::error::{Error, TomlText};
 use crate::model::{
-    AccessMode, Channel, ChannelName, ChannelSource, Clock, ContentHash, Limits, Manifest, Mount,
-    MountSource, Program, Quota, StdStream,
+    AccessMode, Channel, ChannelName, ChannelSource, Clock, CommitPolicy, ContentHash, Export,
+    Limits, Manifest, Mount, MountSource, Program, Quota, StdStream,
 };
 use crate::rules;
 use crate::units::{self, NANOS_PER_SEC};
@@ -49,6 +50,26 @@ fn mode_list() -> String {
         .join(", ")
 }
 
+/// `` `on-success`, `always` or `never` ``.
+fn commit_list() -> String {
+    let names: Vec<String> = CommitPolicy::ALL
+        .iter()
+        .map(|(_, s)| format!("`{s}`"))
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
+/// An export already resolved, as later exports' checks need it.
+struct SeenExport {
+    /// The guest path as written, for messages.
+    written: String,
+    line: usize,
+    tar: PathBuf,
+}
+
 pub(crate) fn resolve(t: TomlText<'_>, base: &Path, raw: RawManifest) -> Result<Manifest, Error> {
     Resolver { t, base }.manifest(raw)
 }
@@ -75,18 +96,41 @@ impl Resolver<'_> {
             args.push(a.into_inner());
         }
         let env = self.env(raw.env.unwrap_or_default())?;
+        let commit = match &raw.commit {
+            None => CommitPolicy::default(),
+            Some(c) => CommitPolicy::parse(c.get_ref()).ok_or_else(|| {
+                self.err(
+                    c.span(),
+                    format!(
+                        "`commit` must be {}, found `{}`",
+                        commit_list(),
+                        c.get_ref()
+                    ),
+                )
+            })?,
+        };
         let limits = self.limits(raw.limits)?;
         let clock = self.clock(raw.clock)?;
         let mut channels = Vec::new();
-        let mut seen = BTreeMap::new();
+        let mut channel_lines = BTreeMap::new();
         for c in raw.channel {
-            channels.push(self.channel(c, &mut seen)?);
+            channels.push(self.channel(c, &mut channel_lines)?);
         }
         rules::complete_std_channels(&mut channels);
         let mut mounts = Vec::new();
         let mut seen = BTreeMap::new();
         for m in raw.mount {
             mounts.push(self.mount(m, &mut seen)?);
+        }
+        let outputs: Vec<(&Path, &ChannelName, usize)> = rules::output_files(&channels)
+            .into_iter()
+            // Every output file channel was declared, so it has a line.
+            .map(|(p, n)| (p, n, channel_lines.get(n).copied().unwrap_or(0)))
+            .collect();
+        let mut exports = Vec::new();
+        let mut seen = BTreeMap::new();
+        for e in raw.export {
+            exports.push(self.export(e, &mut seen, &outputs)?);
         }
         Ok(Manifest {
             program,
@@ -99,8 +143,8 @@ impl Resolver<'_> {
             seed: raw.seed.unwrap_or(0),
             clock,
             memory_etag: raw.memory_etag.unwrap_or(false),
-            commit: Default::default(),
-            exports: Vec::new(),
+            commit,
+            exports,
         })
     }
 
@@ -431,12 +475,29 @@ impl Resolver<'_> {
                 self.count(&what, v)?
             };
         }
+        let etag = match &raw.etag {
+            None => None,
+            Some(e) => {
+                if let Some(m) = rules::etag_problem(&name, &source, mode) {
+                    return Err(self.err(e.span(), m));
+                }
+                Some(rules::parse_etag(e.get_ref()).ok_or_else(|| {
+                    self.err(
+                        e.span(),
+                        format!(
+                            "channel `{name}`: `etag` must be 64 hex digits, optionally after `blake3:`, found `{}`",
+                            e.get_ref()
+                        ),
+                    )
+                })?)
+            }
+        };
         Ok(Channel {
             name,
             source,
             mode,
             quota,
-            etag: None,
+            etag,
         })
     }
 
@@ -499,5 +560,79 @@ impl Resolver<'_> {
             }
         };
         Ok(Mount { guest, source })
+    }
+
+    fn export(
+        &self,
+        raw: Spanned<RawExport>,
+        seen: &mut BTreeMap<String, SeenExport>,
+        outputs: &[(&Path, &ChannelName, usize)],
+    ) -> Result<Export, Error> {
+        let header = raw.span();
+        let raw = raw.into_inner();
+        let written = raw.path.get_ref().clone();
+        rules::check_export_guest(&written).map_err(|m| self.err(raw.path.span(), m))?;
+        let guest = Mount::normalise_guest(&written);
+        let line = self.t.line(raw.path.span().start);
+        if let Some(first) = seen.get(&guest) {
+            let same = if first.written == written && written == guest {
+                String::new()
+            } else {
+                format!("the same directory as `{}`, ", first.written)
+            };
+            return Err(self.err(
+                raw.path.span(),
+                format!(
+                    "duplicate export `{written}` ({same}first declared at line {})",
+                    first.line
+                ),
+            ));
+        }
+
+        let Some(raw_tar) = &raw.tar else {
+            return Err(self.err(
+                header,
+                format!(
+                    "export `{written}`: missing `tar`, expected the host file to write the \
+                     directory to, such as `tar = \"out.tar\"`"
+                ),
+            ));
+        };
+        let tar = rules::host_path(self.base, raw_tar.get_ref())
+            .map_err(|m| self.err(raw_tar.span(), format!("export `{written}`: `tar` {m}")))?;
+        // Two writers of one file on commit: whichever renamed last would win.
+        if let Some(other) = seen.values().find(|e| rules::same_host_file(&e.tar, &tar)) {
+            return Err(self.err(
+                raw_tar.span(),
+                rules::tar_clash(
+                    &written,
+                    &format!(
+                        "the `tar` of export `{}` (line {})",
+                        other.written, other.line
+                    ),
+                ),
+            ));
+        }
+        if let Some((_, name, line)) = outputs
+            .iter()
+            .find(|(p, _, _)| rules::same_host_file(p, &tar))
+        {
+            return Err(self.err(
+                raw_tar.span(),
+                rules::tar_clash(
+                    &written,
+                    &format!("channel `{name}` (line {line}), which the guest writes"),
+                ),
+            ));
+        }
+        seen.insert(
+            guest.clone(),
+            SeenExport {
+                written,
+                line,
+                tar: tar.clone(),
+            },
+        );
+        Ok(Export { guest, path: tar })
     }
 }

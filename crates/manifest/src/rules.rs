@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{
-    AccessMode, Channel, ChannelName, MAX_MEMORY, MAX_OPEN_FILES, MIN_OPEN_FILES, Mount, StdStream,
+    AccessMode, Channel, ChannelName, ChannelSource, ContentHash, MAX_MEMORY, MAX_OPEN_FILES,
+    MIN_OPEN_FILES, Mount, StdStream,
 };
 
 /// `memory`: at least one byte, at most what wasm32 can address.
@@ -161,24 +162,115 @@ pub(crate) fn check_mount_guest(path: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    if path.contains('\0') {
-        return Err(format!(
-            "mount path `{}` contains a NUL byte",
-            path.escape_debug()
-        ));
-    }
-    if path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "mount path `{path}` contains `..`, expected a path inside the guest's tree"
-        ));
-    }
-    let abs = Mount::normalise_guest(path);
-    if abs == "/dev" || abs.starts_with("/dev/") {
+    check_guest_dir("mount", path)?;
+    if is_under_dev(path) {
         return Err(format!(
             "mount path `{path}` is under `/dev`, where the guest sees its channels; mount elsewhere"
         ));
     }
     Ok(())
+}
+
+/// An export's guest path: a directory of the scratch filesystem, named like a mount path
+/// (no `..`, not `/dev` or below), and not `/` itself, whose tar would hold every mount too.
+pub(crate) fn check_export_guest(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("export path is empty, expected a guest directory such as `/out`".into());
+    }
+    check_guest_dir("export", path)?;
+    if Mount::normalise_guest(path) == "/" {
+        return Err(format!(
+            "export path `{path}` is the guest's whole tree, expected a directory below `/` such as `/out`"
+        ));
+    }
+    if is_under_dev(path) {
+        return Err(format!(
+            "export path `{path}` is under `/dev`, where the guest sees its channels; export a scratch directory elsewhere"
+        ));
+    }
+    Ok(())
+}
+
+/// What mount and export paths share: no NUL, and no `..`, which could not name anything
+/// inside the guest's tree. `what` starts the message.
+fn check_guest_dir(what: &str, path: &str) -> Result<(), String> {
+    if path.contains('\0') {
+        return Err(format!(
+            "{what} path `{}` contains a NUL byte",
+            path.escape_debug()
+        ));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{what} path `{path}` contains `..`, expected a path inside the guest's tree"
+        ));
+    }
+    Ok(())
+}
+
+fn is_under_dev(path: &str) -> bool {
+    let abs = Mount::normalise_guest(path);
+    abs == "/dev" || abs.starts_with("/dev/")
+}
+
+/// A channel's `etag` pin as written: 64 hex digits in either case, optionally after the
+/// `blake3:` prefix that `program.hash` requires, so a hash copied from a report (bare) or
+/// from a program pin (prefixed) both work.
+pub(crate) fn parse_etag(written: &str) -> Option<ContentHash> {
+    ContentHash::from_hex(written.strip_prefix("blake3:").unwrap_or(written))
+}
+
+/// Why a channel cannot carry an `etag` pin: the runtime checks a pin by hashing a host file
+/// before the run, so the channel needs one (`path`), and the guest must not be able to
+/// change it, since a pin on content the run rewrites would be checked against the wrong
+/// bytes the next time.
+pub(crate) fn etag_problem(
+    name: &ChannelName,
+    source: &ChannelSource,
+    mode: AccessMode,
+) -> Option<String> {
+    let fix = "pin only channels with a `path`";
+    match source {
+        ChannelSource::Stdio(s) => Some(format!(
+            "channel `{name}`: `etag` pins a host file's content, but the channel is `stdio = \"{}\"`; {fix}",
+            s.name()
+        )),
+        ChannelSource::Null => Some(format!(
+            "channel `{name}`: `etag` pins a host file's content, but the channel is `null = true`; {fix}"
+        )),
+        ChannelSource::File(_) if mode.can_write() => Some(format!(
+            "channel `{name}`: `etag` pins an input, but mode `{}` writes; use mode `read` or `random-read`",
+            mode.as_str()
+        )),
+        ChannelSource::File(_) => None,
+    }
+}
+
+/// Whether two resolved host paths name the same file as far as their text tells: equal once
+/// `.` components are dropped (`Path`'s own comparison keeps a leading one). `..` and
+/// symbolic links are left alone, as everywhere in this crate; the runtime opens the files.
+pub(crate) fn same_host_file(a: &Path, b: &Path) -> bool {
+    let plain = |p| Path::components(p).filter(|c| *c != std::path::Component::CurDir);
+    plain(a).eq(plain(b))
+}
+
+/// The message for an export whose `tar` names the same host file as `other` (another
+/// export's tar, or an output channel's file).
+pub(crate) fn tar_clash(guest: &str, other: &str) -> String {
+    format!("export `{guest}`: `tar` names the same host file as {other}")
+}
+
+/// The host files the guest writes through channels, with the channel's name: an export's
+/// tar may not be one of them, since both would replace the same file on commit.
+pub(crate) fn output_files(channels: &[Channel]) -> Vec<(&Path, &ChannelName)> {
+    channels
+        .iter()
+        .filter(|c| c.mode.can_write())
+        .filter_map(|c| match &c.source {
+            ChannelSource::File(p) => Some((p.as_path(), &c.name)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The default `argv[0]`: the program's file name, as [`crate::Manifest::for_program`] does.
@@ -220,7 +312,6 @@ pub(crate) fn check_c_string(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ChannelSource;
 
     fn name(s: &str) -> ChannelName {
         ChannelName::new(s).unwrap()
@@ -264,6 +355,74 @@ mod tests {
         for bad in ["", "..", "/a/../b", "/dev", "dev/x", "/./dev/"] {
             assert!(check_mount_guest(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn export_paths() {
+        for ok in ["/out", "out", "./a/./b/", "/devices", "/a/b"] {
+            assert!(check_export_guest(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/", ".", "./", "//", "/a/../b", "..", "/dev", "dev/x", "/./dev/",
+        ] {
+            assert!(check_export_guest(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn etags() {
+        let hex = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+        let pin = ContentHash::parse(&format!("blake3:{hex}"));
+        assert!(pin.is_some());
+        assert_eq!(parse_etag(hex), pin);
+        assert_eq!(parse_etag(&hex.to_uppercase()), pin);
+        assert_eq!(parse_etag(&format!("blake3:{}", hex.to_uppercase())), pin);
+        for bad in [
+            "",
+            "blake3:",
+            &hex[1..],
+            &format!("{hex}0"),
+            &format!("sha256:{hex}"),
+        ] {
+            assert_eq!(parse_etag(bad), None, "{bad}");
+        }
+        assert_eq!(parse_etag(&format!("+{}", &hex[1..])), None);
+
+        use AccessMode::*;
+        let file = ChannelSource::File("in.txt".into());
+        let n = name("input");
+        assert_eq!(etag_problem(&n, &file, SequentialRead), None);
+        assert_eq!(etag_problem(&n, &file, RandomRead), None);
+        for mode in [SequentialWrite, RandomWrite, Append, ReadWrite] {
+            let m = etag_problem(&n, &file, mode).unwrap();
+            assert!(m.contains("writes"), "{m}");
+        }
+        let m = etag_problem(&n, &ChannelSource::Null, SequentialRead).unwrap();
+        assert!(m.contains("`null = true`"), "{m}");
+        let m = etag_problem(&n, &ChannelSource::Stdio(StdStream::Stdin), SequentialRead);
+        assert!(m.unwrap().contains("`stdio = \"stdin\"`"));
+    }
+
+    #[test]
+    fn same_host_files() {
+        let same = |a: &str, b: &str| same_host_file(Path::new(a), Path::new(b));
+        assert!(same("out.tar", "./out.tar"));
+        assert!(same("/srv/./a//b.tar", "/srv/a/b.tar"));
+        assert!(!same("a/../b.tar", "b.tar"));
+        assert!(!same("/out.tar", "out.tar"));
+    }
+
+    #[test]
+    fn output_files_are_the_written_ones() {
+        let mut chans = vec![Channel::stdio(StdStream::Stdout); 3];
+        chans[0].source = ChannelSource::File("in.txt".into());
+        chans[0].mode = AccessMode::RandomRead;
+        chans[0].name = name("in");
+        chans[1].source = ChannelSource::File("out.txt".into());
+        chans[1].mode = AccessMode::Append;
+        chans[1].name = name("out");
+        let outputs = output_files(&chans);
+        assert_eq!(outputs, [(Path::new("out.txt"), &name("out"))]);
     }
 
     #[test]

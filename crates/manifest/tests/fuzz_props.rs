@@ -43,6 +43,8 @@ const TOKENS: &[&str] = &[
     "env = { A = \"b\", \"=\" = \"c\" }\n",
     "seed = 18446744073709551615\n",
     "memory_etag = true\n",
+    "commit = \"never\"\n",
+    "commit = \"sometimes\"\n",
     "[limits]\n",
     "memory = \"4 GiB\"\n",
     "memory = \"5 GiB\"\n",
@@ -78,6 +80,12 @@ const TOKENS: &[&str] = &[
     "image = \"i.tar\"\n",
     "dir = \"d\"\n",
     "writable = true\n",
+    "etag = \"AF1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262\"\n",
+    "etag = \"blake3:af13\"\n",
+    "[[export]]\n",
+    "path = \"out\"\n",
+    "tar = \"out.tar\"\n",
+    "tar = \"out.txt\"\n",
     // TOML syntax.
     "\"",
     "'''",
@@ -344,6 +352,15 @@ fn toml_like() -> impl Strategy<Value = String> {
         ),
         ("seed", &["0", "42", "18446744073709551615", "!-1"]),
         ("memory_etag", &["true", "false", "!1"]),
+        (
+            "commit",
+            &[
+                "\"on-success\"",
+                "\"always\"",
+                "\"never\"",
+                "!\"sometimes\"",
+            ],
+        ),
     ];
     const LIMITS: &[(&str, &[&str])] = &[
         (
@@ -459,14 +476,46 @@ fn toml_like() -> impl Strategy<Value = String> {
         "dir = \"root\"",
         "dir = \"d\"\nwritable = false",
     ];
+    const ETAGS: &[&str] = &[
+        "\"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262\"",
+        "\"blake3:AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262\"",
+        "!\"blake3:af13\"",
+        "!\"sha256:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262\"",
+    ];
+    const EXPORT_PATHS: &[&str] = &[
+        "\"/out\"",
+        "\"out/\"",
+        "\"./a/b\"",
+        "!\"/\"",
+        "!\"/dev/x\"",
+        "!\"a/../b\"",
+    ];
+    const EXPORT_TARS: &[&str] = &[
+        "\"out.tar\"",
+        "\"/abs/b.tar\"",
+        "\"./c.tar\"",
+        "!\"/abs/out.bin\"",
+        "!\"\"",
+    ];
     const PROGRAMS: &[&str] = &[
         "program = \"p.wasm\"",
         "program = \"/abs/p.wasm\"",
         "program = { path = \"bin/app.wasm\", hash = \"blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262\" }",
         "program = { path = \"x y/é.wasm\" }",
     ];
-    let channel = (pick(NAMES), pick(SOURCES), pick(MODES), keys(QUOTAS))
-        .prop_map(|(n, s, m, q)| format!("\n[[channel]]\nname = {n}\n{s}\nmode = {m}\n{q}"));
+    let channel = (
+        pick(NAMES),
+        pick(SOURCES),
+        pick(MODES),
+        keys(QUOTAS),
+        proptest::option::weighted(0.25, pick(ETAGS)),
+    )
+        .prop_map(|(n, s, m, q, e)| {
+            let etag = e.map(|e| format!("etag = {e}\n")).unwrap_or_default();
+            format!("\n[[channel]]\nname = {n}\n{s}\nmode = {m}\n{q}{etag}")
+        });
+    let export = (pick(EXPORT_PATHS), pick(EXPORT_TARS))
+        .prop_map(|(p, t)| format!("\n[[export]]\npath = {p}\ntar = {t}\n"));
     let mount = (pick(MOUNT_PATHS), pick(MOUNT_SOURCES))
         .prop_map(|(p, s)| format!("\n[[mount]]\npath = {p}\n{s}\n"));
     (
@@ -476,8 +525,9 @@ fn toml_like() -> impl Strategy<Value = String> {
         proptest::option::of(keys(CLOCK)),
         proptest::collection::vec(channel, 0..4),
         proptest::collection::vec(mount, 0..3),
+        proptest::collection::vec(export, 0..3),
     )
-        .prop_map(|(program, top, limits, clock, channels, mounts)| {
+        .prop_map(|(program, top, limits, clock, channels, mounts, exports)| {
             let mut out = format!("version = 1\n{program}\n{top}");
             if let Some(l) = limits {
                 out += &format!("\n[limits]\n{l}");
@@ -485,7 +535,7 @@ fn toml_like() -> impl Strategy<Value = String> {
             if let Some(c) = clock {
                 out += &format!("\n[clock]\n{c}");
             }
-            out + &channels.concat() + &mounts.concat()
+            out + &channels.concat() + &mounts.concat() + &exports.concat()
         })
 }
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use zvm_manifest::{
-    AccessMode, ChannelSource, ContentHash, Manifest, MountSource, Quota, StdStream,
-    canonical_toml, parse_file, parse_legacy, parse_toml,
+    AccessMode, ChannelSource, CommitPolicy, ContentHash, Export, Manifest, MountSource, Quota,
+    StdStream, canonical_toml, parse_file, parse_legacy, parse_toml,
 };
 
 /// Fewer cases than this means the directory was emptied or renamed by mistake.
@@ -128,6 +128,7 @@ fn full_manifest_resolves_every_key() {
     assert_eq!(m.env.len(), 2);
     assert_eq!(m.seed, 42);
     assert!(m.memory_etag);
+    assert_eq!(m.commit, CommitPolicy::Always);
 
     assert_eq!(m.limits.memory, 64 << 20);
     assert_eq!(m.limits.fuel, 1_000_000_000);
@@ -164,6 +165,7 @@ fn full_manifest_resolves_every_key() {
         ChannelSource::File("snapshots/data/in.txt".into())
     );
     assert_eq!(input.mode, AccessMode::RandomRead);
+    assert_eq!(input.etag, m.program.hash);
     assert_eq!(
         input.quota,
         Quota {
@@ -183,6 +185,11 @@ fn full_manifest_resolves_every_key() {
     let log = m.channel("log").unwrap();
     assert_eq!(log.source, ChannelSource::Stdio(StdStream::Stderr));
     assert_eq!(log.mode, AccessMode::Append);
+    assert!(
+        m.channels
+            .iter()
+            .all(|c| c.name.as_str() == "input" || c.etag.is_none())
+    );
     assert_eq!(
         m.channel("out/reduce-1").unwrap().mode,
         AccessMode::ReadWrite
@@ -210,6 +217,46 @@ fn full_manifest_resolves_every_key() {
             writable: false
         }
     );
+
+    assert_eq!(
+        m.exports,
+        [
+            Export {
+                guest: "/out".into(),
+                path: "snapshots/out.tar".into()
+            },
+            Export {
+                guest: "/var/log".into(),
+                path: "/var/out/logs.tar".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn defaults_of_the_new_keys() {
+    let m = ok_case("ok-wc.toml");
+    assert_eq!(m.commit, CommitPolicy::OnSuccess);
+    assert!(m.exports.is_empty());
+    assert!(m.channels.iter().all(|c| c.etag.is_none()));
+    let legacy = ok_case("ok-zerovm.legacy");
+    assert_eq!(legacy.commit, CommitPolicy::OnSuccess);
+    assert!(legacy.exports.is_empty());
+    assert!(legacy.channels.iter().all(|c| c.etag.is_none()));
+}
+
+#[test]
+fn dry_run_with_pins_and_nested_exports() {
+    let m = ok_case("ok-commit-never.toml");
+    assert_eq!(m.commit, CommitPolicy::Never);
+    assert!(!m.commit.commits(true));
+    assert_eq!(
+        m.channel("input").unwrap().etag.map(|h| h.hex()).as_deref(),
+        Some("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")
+    );
+    let guests: Vec<&str> = m.exports.iter().map(|e| e.guest.as_str()).collect();
+    assert_eq!(guests, ["/results", "/results/logs"]);
+    assert_eq!(m.exports[0].path, Path::new("snapshots/results.tar"));
 }
 
 #[test]
@@ -331,6 +378,7 @@ fn canonical_form_of_every_ok_case_round_trips() {
         "ok-minimal.toml",
         "ok-full.toml",
         "ok-wc.toml",
+        "ok-commit-never.toml",
         "ok-zerovm.legacy",
     ] {
         let m = ok_case(name);
