@@ -3,19 +3,25 @@
 //! A [`ChannelHandle`] is one declared channel of one running VM. It owns the host side
 //! (a file, a host standard stream, a caller-supplied reader or writer, or nothing), enforces
 //! the channel's access mode and ZeroVM's four quotas, counts every call and byte, and hashes
-//! every byte that passes into the channel's etag. Output files are staged: the guest writes
-//! into a temporary file beside the destination, which replaces the destination only when the
-//! run is committed ([`ChannelHandle::finish`] with `commit = true`); otherwise, and when a
-//! handle is dropped without finishing, the temporary file is removed and the destination is
-//! untouched. No partial output is ever left behind.
+//! every byte that passes into the channel's etag. Output files are staged in the run's
+//! [`Transaction`]: the guest writes into a hidden file beside the destination, which replaces
+//! the destination only when the transaction commits, together with every other output of
+//! the run; otherwise the staged file is removed and the destination is untouched.
+//!
+//! Input files are pinned and watched: a channel with an `etag` is refused before the run if
+//! the file's content differs, and a file that changes while the guest reads it (its size,
+//! modification or change time moves) makes [`ChannelHandle::finish`] report it, so the run
+//! fails rather than mixing old and new bytes.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
 
+use zvm_manifest::ContentHash;
 pub use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Quota, StdStream};
+pub use zvm_txn::Transaction;
 
 /// The etag of a channel no byte went through: BLAKE3 of nothing.
 pub const EMPTY_ETAG: &str = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
@@ -73,17 +79,20 @@ pub enum SetupError {
         path: PathBuf,
         error: io::Error,
     },
-    #[error("channel `{channel}`: cannot stage output next to `{path}`: {error}")]
+    #[error("channel `{channel}`: {error}")]
     Stage {
         channel: String,
-        path: PathBuf,
-        error: io::Error,
+        error: zvm_txn::Error,
     },
-    #[error("channel `{channel}`: cannot commit output `{path}`: {error}")]
-    Commit {
+    /// Input pinning: the file's content is not the one the manifest pins.
+    #[error(
+        "channel `{channel}`: input `{path}` has etag {actual}, but the manifest pins {expected}"
+    )]
+    EtagMismatch {
         channel: String,
         path: PathBuf,
-        error: io::Error,
+        expected: String,
+        actual: String,
     },
 }
 
@@ -106,8 +115,12 @@ pub struct ChannelSummary {
     pub counters: Counters,
     /// The first quota the guest ran into, if any.
     pub quota_hit: Option<QuotaKind>,
-    /// The host file the channel committed to, if it was an output file.
-    pub committed: Option<PathBuf>,
+    /// The host file the channel's output is staged for, if it is an output file; it lands
+    /// when the run's transaction commits.
+    pub output: Option<PathBuf>,
+    /// Set when the input file changed while the guest read it: the bytes the guest saw may
+    /// mix two versions, so the run must not count.
+    pub input_changed: bool,
 }
 
 /// A caller-supplied host side, for embedding (capturing output, feeding input from memory).
@@ -161,10 +174,13 @@ impl Write for SharedBuffer {
 }
 
 enum Backend {
-    /// A host file read in place (input channels).
-    File(File),
-    /// An output file being written into `staged`, to replace `dest` on commit.
-    Staged(Staged),
+    /// A host file read in place (input channels), with what it looked like when opened.
+    File(File, FileVersion),
+    /// An output file being written into a staged file, to replace `dest` on commit.
+    Staged {
+        file: File,
+        dest: PathBuf,
+    },
     Stdin,
     Stdout,
     Stderr,
@@ -173,20 +189,35 @@ enum Backend {
     Null,
 }
 
-struct Staged {
-    file: File,
-    temp: PathBuf,
-    dest: PathBuf,
-    done: bool,
+/// What identifies one version of an input file: a writer that changes it moves its size,
+/// modification time or (which no one can set back) change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.done {
-            // Nothing useful can be done if removal fails; the name is unique to this run.
-            let _ = std::fs::remove_file(&self.temp);
+impl FileVersion {
+    pub fn of(meta: &std::fs::Metadata) -> FileVersion {
+        FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
+}
+
+/// BLAKE3 of a file's whole content, lowercase hex: the etag a guest reading it through from
+/// start to end would produce.
+pub fn file_etag(mut file: &File) -> io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(&mut file)?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// One channel of one running VM.
@@ -214,30 +245,45 @@ impl fmt::Debug for ChannelHandle {
 }
 
 impl ChannelHandle {
-    /// Opens the host side of `channel`. Input files must exist; output files are staged
-    /// in a fresh temporary file in the destination's directory.
-    pub fn open(channel: &Channel) -> Result<ChannelHandle, SetupError> {
+    /// Opens the host side of `channel`. Input files must exist (and match their pinned etag,
+    /// if any); output files are staged in `txn`.
+    pub fn open(channel: &Channel, txn: &Transaction) -> Result<ChannelHandle, SetupError> {
         let backend = match &channel.source {
             ChannelSource::Stdio(StdStream::Stdin) => Backend::Stdin,
             ChannelSource::Stdio(StdStream::Stdout) => Backend::Stdout,
             ChannelSource::Stdio(StdStream::Stderr) => Backend::Stderr,
             ChannelSource::Null => Backend::Null,
             ChannelSource::File(path) if !channel.mode.can_write() => {
-                let file = File::open(path).map_err(|error| SetupError::Open {
+                let open_err = |error| SetupError::Open {
                     channel: channel.name.to_string(),
                     path: path.clone(),
                     error,
-                })?;
-                if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-                    return Err(SetupError::Open {
-                        channel: channel.name.to_string(),
-                        path: path.clone(),
-                        error: io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
-                    });
+                };
+                let file = File::open(path).map_err(open_err)?;
+                let meta = file.metadata().map_err(open_err)?;
+                if meta.is_dir() {
+                    return Err(open_err(io::Error::new(
+                        io::ErrorKind::IsADirectory,
+                        "is a directory",
+                    )));
                 }
-                Backend::File(file)
+                if let Some(pin) = &channel.etag {
+                    check_pin(channel, path, &file, pin)?;
+                }
+                Backend::File(file, FileVersion::of(&meta))
             }
-            ChannelSource::File(path) => Backend::Staged(stage(channel, path)?),
+            ChannelSource::File(path) => {
+                let staged =
+                    txn.stage_file(path, channel.mode.keeps_content())
+                        .map_err(|error| SetupError::Stage {
+                            channel: channel.name.to_string(),
+                            error,
+                        })?;
+                Backend::Staged {
+                    file: staged.file,
+                    dest: staged.dest,
+                }
+            }
         };
         Ok(Self::with_backend(channel, backend))
     }
@@ -254,8 +300,8 @@ impl ChannelHandle {
     fn with_backend(channel: &Channel, backend: Backend) -> ChannelHandle {
         let pos = match (&backend, channel.mode) {
             // Append mode writes after the existing content.
-            (Backend::Staged(s), AccessMode::Append) => {
-                s.file.metadata().map(|m| m.len()).unwrap_or(0)
+            (Backend::Staged { file, .. }, AccessMode::Append) => {
+                file.metadata().map(|m| m.len()).unwrap_or(0)
             }
             _ => 0,
         };
@@ -290,14 +336,14 @@ impl ChannelHandle {
 
     /// Whether the channel is backed by a host stream (not seekable, no size).
     pub fn is_stream(&self) -> bool {
-        !matches!(self.backend, Backend::File(_) | Backend::Staged(_))
+        !matches!(self.backend, Backend::File(..) | Backend::Staged { .. })
     }
 
     /// The current size of the channel's content, for files; 0 for streams.
     pub fn size(&self) -> u64 {
         let meta = match &self.backend {
-            Backend::File(f) => f.metadata(),
-            Backend::Staged(s) => s.file.metadata(),
+            Backend::File(f, _) => f.metadata(),
+            Backend::Staged { file, .. } => file.metadata(),
             _ => return 0,
         };
         meta.map(|m| m.len()).unwrap_or(0)
@@ -378,8 +424,8 @@ impl ChannelHandle {
         let pos = at.unwrap_or(self.pos);
         let buf = &mut buf[..want];
         let result = match &mut self.backend {
-            Backend::File(f) => f.read_at(buf, pos),
-            Backend::Staged(s) => s.file.read_at(buf, pos),
+            Backend::File(f, _) => f.read_at(buf, pos),
+            Backend::Staged { file, .. } => file.read_at(buf, pos),
             Backend::Stdin => io::stdin().lock().read(buf),
             Backend::Reader(r) => r.read(buf),
             Backend::Null => Ok(0),
@@ -396,7 +442,7 @@ impl ChannelHandle {
 
     fn file_size(&self) -> Option<u64> {
         match &self.backend {
-            Backend::File(_) | Backend::Staged(_) => Some(self.size()),
+            Backend::File(..) | Backend::Staged { .. } => Some(self.size()),
             Backend::Null => Some(0),
             _ => None,
         }
@@ -436,12 +482,12 @@ impl ChannelHandle {
         let data = &data[..take];
         let pos = at.unwrap_or(self.pos);
         let result = match &mut self.backend {
-            Backend::Staged(s) => s.file.write_all_at(data, pos).map(|()| data.len()),
+            Backend::Staged { file, .. } => file.write_all_at(data, pos).map(|()| data.len()),
             Backend::Stdout => io::stdout().lock().write_all(data).map(|()| data.len()),
             Backend::Stderr => io::stderr().lock().write_all(data).map(|()| data.len()),
             Backend::Writer(w) => w.write_all(data).map(|()| data.len()),
             Backend::Null => Ok(data.len()),
-            Backend::File(_) | Backend::Stdin | Backend::Reader(_) => {
+            Backend::File(..) | Backend::Stdin | Backend::Reader(_) => {
                 return Err(ChannelError::Direction(self.name.to_string()));
             }
         };
@@ -455,8 +501,8 @@ impl ChannelHandle {
     /// Sets the size of a random-access output (ftruncate).
     pub fn set_size(&mut self, size: u64) -> Result<(), ChannelError> {
         match &self.backend {
-            Backend::Staged(s) if self.mode.can_seek() => {
-                s.file.set_len(size).map_err(|e| self.io_error(e))
+            Backend::Staged { file, .. } if self.mode.can_seek() => {
+                file.set_len(size).map_err(|e| self.io_error(e))
             }
             _ => Err(ChannelError::NotSeekable(self.name.to_string())),
         }
@@ -473,39 +519,21 @@ impl ChannelHandle {
         result.map_err(|e| self.io_error(e))
     }
 
-    /// Ends the channel. With `commit`, a staged output replaces its destination (after
-    /// fsync, by an atomic rename); without, the staged file is removed.
-    pub fn finish(mut self, commit: bool) -> Result<ChannelSummary, SetupError> {
+    /// Ends the channel: flushes host streams, checks that an input file did not change
+    /// under the guest, and summarises. Staged outputs land (or not) with the transaction.
+    pub fn finish(mut self) -> ChannelSummary {
         // A flush failure of a host stream cannot be reported to the guest any more; the run
         // summary still stands.
         let _ = self.flush();
-        let mut committed = None;
-        if let Backend::Staged(staged) = &mut self.backend
-            && commit
-        {
-            let commit_err = |error| SetupError::Commit {
-                channel: self.name.to_string(),
-                path: staged.dest.clone(),
-                error,
-            };
-            staged.file.sync_all().map_err(commit_err)?;
-            std::fs::rename(&staged.temp, &staged.dest).map_err(commit_err)?;
-            staged.done = true;
-            if let Some(dir) = staged.dest.parent() {
-                // Make the rename itself durable; a failure here leaves the new content
-                // in place, so it is not an error of the run.
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
-            committed = Some(staged.dest.clone());
-        }
-        Ok(ChannelSummary {
+        let (output, input_changed) = match &self.backend {
+            Backend::Staged { dest, .. } => (Some(dest.clone()), false),
+            Backend::File(f, before) => (
+                None,
+                f.metadata().map(|m| FileVersion::of(&m)).ok() != Some(*before),
+            ),
+            _ => (None, false),
+        };
+        ChannelSummary {
             name: self.name.to_string(),
             mode: self.mode,
             etag: match &self.hasher {
@@ -514,75 +542,44 @@ impl ChannelHandle {
             },
             counters: self.counters,
             quota_hit: self.quota_hit,
-            committed,
-        })
+            output,
+            input_changed,
+        }
     }
 }
 
-/// Creates the temporary file an output is written into: in the destination's directory (so
-/// the commit is a same-filesystem rename), hidden, and unique to this process and call.
-fn stage(channel: &Channel, dest: &Path) -> Result<Staged, SetupError> {
-    let stage_err = |error| SetupError::Stage {
+fn check_pin(
+    channel: &Channel,
+    path: &std::path::Path,
+    file: &File,
+    pin: &ContentHash,
+) -> Result<(), SetupError> {
+    let actual = file_etag(file).map_err(|error| SetupError::Open {
         channel: channel.name.to_string(),
-        path: dest.to_path_buf(),
+        path: path.to_path_buf(),
         error,
-    };
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = dest
-        .file_name()
-        .ok_or_else(|| stage_err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
-    if dest.is_dir() {
-        return Err(stage_err(io::Error::new(
-            io::ErrorKind::IsADirectory,
-            "is a directory",
-        )));
+    })?;
+    if actual != pin.hex() {
+        return Err(SetupError::EtagMismatch {
+            channel: channel.name.to_string(),
+            path: path.to_path_buf(),
+            expected: pin.hex(),
+            actual,
+        });
     }
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(file_name);
-    prefix.push(".zvm-");
-    // The committed file gets the mode a new file would get (0666 less the umask, applied by
-    // the kernel at creation), or keeps the mode of the file it replaces.
-    let existing_mode = std::fs::metadata(dest)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777);
-    let named = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(&dir)
-        .map_err(stage_err)?;
-    if let Some(mode) = existing_mode {
-        named
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(stage_err)?;
-    }
-    let (file, temp) = named.keep().map_err(|e| stage_err(e.error))?;
-    // From here on, dropping `staged` removes the temporary file.
-    let staged = Staged {
-        file,
-        temp,
-        dest: dest.to_path_buf(),
-        done: false,
-    };
-    if channel.mode.keeps_content() {
-        match File::open(dest) {
-            Ok(mut src) => {
-                io::copy(&mut src, &mut &staged.file).map_err(stage_err)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(stage_err(e)),
-        }
-    }
-    Ok(staged)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn open(c: &Channel) -> ChannelHandle {
+        // A detached transaction per channel: these tests look at one channel at a time.
+        let txn = Box::leak(Box::new(Transaction::new(None)));
+        ChannelHandle::open(c, txn).unwrap()
+    }
 
     fn chan(name: &str, path: &Path, mode: AccessMode, quota: Quota) -> Channel {
         Channel {
@@ -609,19 +606,17 @@ mod tests {
     }
 
     #[test]
-    fn output_is_invisible_until_commit() {
+    fn output_is_invisible_until_the_transaction_commits() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.txt");
-        let mut h = ChannelHandle::open(&chan(
-            "output",
-            &out,
-            AccessMode::SequentialWrite,
-            unlimited(),
-        ))
-        .unwrap();
+        let txn = Transaction::new(None);
+        let c = chan("output", &out, AccessMode::SequentialWrite, unlimited());
+        let mut h = ChannelHandle::open(&c, &txn).unwrap();
         h.write(b"hello").unwrap();
+        let s = h.finish();
         assert!(!out.exists());
-        let s = h.finish(true).unwrap();
+        assert_eq!(s.output.as_deref(), Some(out.as_path()));
+        txn.commit().unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"hello");
         assert_eq!(s.etag, blake3::hash(b"hello").to_hex().to_string());
         assert_eq!(
@@ -632,51 +627,16 @@ mod tests {
     }
 
     #[test]
-    fn committed_outputs_get_the_usual_mode_or_keep_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let new = dir.path().join("new");
-        let mut h = ChannelHandle::open(&chan("o", &new, AccessMode::SequentialWrite, unlimited()))
-            .unwrap();
-        h.write(b"x").unwrap();
-        h.finish(true).unwrap();
-        // 0666 less this process's umask, like any new file.
-        let probe = dir.path().join("probe");
-        std::fs::write(&probe, b"").unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&new), mode(&probe));
-        let old = dir.path().join("old");
-        std::fs::write(&old, b"old").unwrap();
-        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let mut h = ChannelHandle::open(&chan("o", &old, AccessMode::SequentialWrite, unlimited()))
-            .unwrap();
-        h.write(b"new").unwrap();
-        h.finish(true).unwrap();
-        assert_eq!(mode(&old), 0o640);
-    }
-
-    #[test]
-    fn aborted_and_dropped_outputs_leave_nothing() {
+    fn aborted_outputs_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.txt");
         std::fs::write(&out, b"old").unwrap();
-        let mut h = ChannelHandle::open(&chan(
-            "output",
-            &out,
-            AccessMode::SequentialWrite,
-            unlimited(),
-        ))
-        .unwrap();
+        let txn = Transaction::new(None);
+        let c = chan("output", &out, AccessMode::SequentialWrite, unlimited());
+        let mut h = ChannelHandle::open(&c, &txn).unwrap();
         h.write(b"new").unwrap();
-        h.finish(false).unwrap();
-        let mut h = ChannelHandle::open(&chan(
-            "output",
-            &out,
-            AccessMode::SequentialWrite,
-            unlimited(),
-        ))
-        .unwrap();
-        h.write(b"new").unwrap();
-        drop(h);
+        h.finish();
+        txn.abort();
         assert_eq!(std::fs::read(&out).unwrap(), b"old");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
@@ -690,11 +650,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("log");
         std::fs::write(&out, b"one\n").unwrap();
-        let mut h =
-            ChannelHandle::open(&chan("log", &out, AccessMode::Append, unlimited())).unwrap();
+        let txn = Transaction::new(None);
+        let c = chan("log", &out, AccessMode::Append, unlimited());
+        let mut h = ChannelHandle::open(&c, &txn).unwrap();
         h.write(b"two\n").unwrap();
-        h.finish(true).unwrap();
+        h.finish();
+        txn.commit().unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn pinned_inputs_are_refused_when_they_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, b"abc").unwrap();
+        let mut c = chan("input", &input, AccessMode::SequentialRead, unlimited());
+        c.etag = Some(ContentHash::of(b"abc"));
+        open(&c);
+        c.etag = Some(ContentHash::of(b"abd"));
+        let err = ChannelHandle::open(&c, &Transaction::new(None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&ContentHash::of(b"abd").hex()), "{err}");
+        assert!(err.contains(&ContentHash::of(b"abc").hex()), "{err}");
+        assert!(err.contains("channel `input`"), "{err}");
+    }
+
+    #[test]
+    fn an_input_changed_while_read_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, b"version one").unwrap();
+        let c = chan("input", &input, AccessMode::SequentialRead, unlimited());
+        let mut h = open(&c);
+        h.read(&mut [0; 4]).unwrap();
+        assert!(!open(&c).finish().input_changed);
+        std::fs::write(&input, b"version two!").unwrap();
+        h.read(&mut [0; 4]).unwrap();
+        assert!(h.finish().input_changed);
     }
 
     #[test]
@@ -706,8 +699,7 @@ mod tests {
             read_bytes: 4,
             ..unlimited()
         };
-        let mut h =
-            ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let mut h = open(&chan("input", &input, AccessMode::SequentialRead, q));
         let mut buf = [0u8; 3];
         assert_eq!(h.read(&mut buf).unwrap(), 3);
         assert_eq!(h.read(&mut buf).unwrap(), 1);
@@ -724,8 +716,7 @@ mod tests {
             reads: 1,
             ..unlimited()
         };
-        let mut h =
-            ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let mut h = open(&chan("input", &input, AccessMode::SequentialRead, q));
         h.read(&mut buf).unwrap();
         assert!(matches!(
             h.read(&mut buf),
@@ -740,7 +731,7 @@ mod tests {
             writes: 2,
             ..unlimited()
         };
-        let mut h = ChannelHandle::open(&chan("o", &out, AccessMode::SequentialWrite, q)).unwrap();
+        let mut h = open(&chan("o", &out, AccessMode::SequentialWrite, q));
         h.write(b"a").unwrap();
         h.write(b"b").unwrap();
         assert!(matches!(
@@ -754,7 +745,7 @@ mod tests {
             write_bytes: 3,
             ..unlimited()
         };
-        let mut h = ChannelHandle::open(&chan("o", &out, AccessMode::SequentialWrite, q)).unwrap();
+        let mut h = open(&chan("o", &out, AccessMode::SequentialWrite, q));
         assert_eq!(h.write(b"abcd").unwrap(), 3);
         assert!(matches!(
             h.write(b"d"),
@@ -774,8 +765,7 @@ mod tests {
             read_bytes: 3,
             ..unlimited()
         };
-        let mut h =
-            ChannelHandle::open(&chan("input", &input, AccessMode::SequentialRead, q)).unwrap();
+        let mut h = open(&chan("input", &input, AccessMode::SequentialRead, q));
         let mut buf = [0u8; 8];
         assert_eq!(h.read(&mut buf).unwrap(), 3);
         assert_eq!(h.read(&mut buf).unwrap(), 0);
@@ -787,13 +777,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         std::fs::write(&input, b"abc").unwrap();
-        let mut h = ChannelHandle::open(&chan(
+        let mut h = open(&chan(
             "input",
             &input,
             AccessMode::SequentialRead,
             unlimited(),
-        ))
-        .unwrap();
+        ));
         assert!(matches!(
             h.set_position(1),
             Err(ChannelError::NotSeekable(_))
@@ -804,12 +793,10 @@ mod tests {
         ));
         assert!(matches!(h.write(b"x"), Err(ChannelError::Direction(_))));
         let missing = dir.path().join("missing");
-        let err = ChannelHandle::open(&chan(
-            "input",
-            &missing,
-            AccessMode::SequentialRead,
-            unlimited(),
-        ))
+        let err = ChannelHandle::open(
+            &chan("input", &missing, AccessMode::SequentialRead, unlimited()),
+            &Transaction::new(None),
+        )
         .unwrap_err();
         assert!(err.to_string().contains("cannot open"), "{err}");
     }

@@ -14,6 +14,8 @@ pub const LIMIT: i32 = 124;
 pub const CANNOT_START: i32 = 125;
 /// The guest trapped (like a native program killed by SIGABRT: 128 + 6).
 pub const TRAP: i32 = 134;
+/// `--verify` or `zvm replay` found that a run did not reproduce.
+pub const NOT_REPRODUCED: i32 = 123;
 
 /// The exit code for a finished run.
 pub fn for_report(report: &Report) -> i32 {
@@ -24,6 +26,7 @@ pub fn for_report(report: &Report) -> i32 {
             LIMIT
         }
         State::Trap { .. } => TRAP,
-        State::ValidationFailed { .. } => CANNOT_START,
+        // The run could not be completed as one consistent run; trying again may succeed.
+        State::ValidationFailed { .. } | State::InputChanged { .. } => CANNOT_START,
     }
 }

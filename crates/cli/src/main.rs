@@ -5,6 +5,9 @@
 mod bench;
 mod compile;
 mod exit;
+mod memo;
+mod recover;
+mod replay;
 mod run;
 mod validate;
 
@@ -29,6 +32,8 @@ struct Cli {
 )]
 enum Command {
     Run(run::RunArgs),
+    Replay(replay::ReplayArgs),
+    Recover(recover::RecoverArgs),
     Validate(validate::ValidateArgs),
     Compile(compile::CompileArgs),
     Bench(bench::BenchArgs),
@@ -48,6 +53,8 @@ fn main() {
         .init();
     let code = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Replay(args) => replay::main(args),
+        Command::Recover(args) => recover::main(args),
         Command::Validate(args) => validate::main(args),
         Command::Compile(args) => compile::main(args),
         Command::Bench(args) => bench::main(args),

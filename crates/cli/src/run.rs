@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use zvm_manifest::{
-    AccessMode, Channel, ChannelName, ChannelSource, Manifest, Mount, MountSource, Quota,
+    AccessMode, Channel, ChannelName, ChannelSource, CommitPolicy, Export, Manifest, Mount,
+    MountSource, Quota,
 };
-use zvm_vm::{Allocator, Report, RunIo, Runtime, RuntimeConfig};
+use zvm_vm::{Allocator, Program, Report, Runtime, RuntimeConfig};
 
-use crate::exit;
+use crate::{exit, memo};
 
 /// Run a WebAssembly program (or a manifest) in a fresh, deterministic VM.
 ///
@@ -45,7 +46,8 @@ pub struct RunArgs {
     args: Vec<String>,
 
     /// Mount a host directory read-write at GUEST (default: the same path), like wasmtime's
-    /// `--dir`. Changes become visible on the host as the guest makes them.
+    /// `--dir`. The guest works on a staged replica; its changes land, all at once and
+    /// together with the other outputs, only when the run commits.
     #[arg(long, value_name = "HOST[::GUEST]")]
     dir: Vec<String>,
 
@@ -107,6 +109,20 @@ pub struct RunArgs {
     #[arg(long)]
     memory_etag: bool,
 
+    /// When outputs land: `on-success` (exit code 0 within every limit; the default),
+    /// `always`, or `never` (a dry run).
+    #[arg(long, value_name = "POLICY", value_parser = parse_commit)]
+    commit: Option<CommitPolicy>,
+
+    /// Write the guest's scratch directory GUEST as a tar file when the run commits.
+    #[arg(long, value_name = "GUEST=TAR")]
+    export: Vec<String>,
+
+    /// Run twice and compare etags, exit state and fuel; outputs land only if both runs
+    /// agree (exit code 123 if they do not). Standard input is read once and given to both.
+    #[arg(long)]
+    verify: bool,
+
     /// Print the report: `text` or `json` (to stderr, or to --report-file).
     #[arg(long, value_enum, value_name = "FORMAT")]
     report: Option<ReportFormat>,
@@ -115,9 +131,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     report_file: Option<PathBuf>,
 
-    /// Do not read or write the compile cache.
+    /// Use neither the compile cache nor the result cache.
     #[arg(long)]
     no_cache: bool,
+
+    /// Always execute: do not serve this run from the result cache, nor store it there.
+    #[arg(long)]
+    no_result_cache: bool,
+
+    /// Size bound of the result cache (least recently used results are evicted).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    result_cache_size: String,
+}
+
+fn parse_commit(s: &str) -> Result<CommitPolicy, String> {
+    CommitPolicy::parse(s).ok_or_else(|| {
+        let all: Vec<String> = CommitPolicy::ALL
+            .iter()
+            .map(|(_, n)| format!("`{n}`"))
+            .collect();
+        format!("expected one of {}", all.join(", "))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,13 +173,34 @@ pub fn main(args: RunArgs) -> i32 {
 fn run(args: RunArgs) -> Result<i32> {
     let manifest = build_manifest(&args)?;
     let runtime = runtime(args.no_cache)?;
+    let program = match load(&runtime, &manifest)? {
+        Ok(program) => program,
+        Err(report) => {
+            emit_report(&args, &report)?;
+            return Ok(exit::for_report(&report));
+        }
+    };
+    if args.verify {
+        return verify(&args, &runtime, &program, &manifest);
+    }
+    let cache = if args.no_cache || args.no_result_cache {
+        None
+    } else {
+        memo::open_cache(&args.result_cache_size)?
+    };
+    let report = memo::run_memoized(&runtime, &program, &manifest, cache.as_ref())?;
+    emit_report(&args, &report)?;
+    Ok(exit::for_report(&report))
+}
+
+/// Loads the manifest's program; a program refused before it ran still gets a report.
+pub fn load(runtime: &Runtime, manifest: &Manifest) -> Result<Result<Program, Report>> {
     let report = match runtime.load_file(&manifest.program.path, manifest.program.hash) {
-        Ok(program) => program.run(&manifest, RunIo::default())?,
+        Ok(program) => return Ok(Ok(program)),
         Err(zvm_vm::Error::Refused { path, hash, reason }) => {
             eprintln!("zvm: program `{}` refused: {reason}", path.display());
             Report::refused(&path.display().to_string(), Some(hash.to_string()), reason)
         }
-        // Refusals of the program itself get a report too, like validation failures.
         Err(e @ (zvm_vm::Error::HashMismatch { .. } | zvm_vm::Error::ProgramTooLarge { .. })) => {
             eprintln!("zvm: {e}");
             let (path, hash) = match &e {
@@ -159,25 +214,56 @@ fn run(args: RunArgs) -> Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
-    emit_report(&args, &report)?;
+    Ok(Err(report))
+}
+
+/// `--verify`: two runs in separate transactions; the second lands only if both agree.
+fn verify(
+    args: &RunArgs,
+    runtime: &Runtime,
+    program: &Program,
+    manifest: &Manifest,
+) -> Result<i32> {
+    let stdin = memo::stdin_once(manifest)?;
+    let first = memo::run_captured(runtime, program, manifest, stdin.clone())?;
+    let second = memo::run_captured(runtime, program, manifest, stdin)?;
+    first.txn.abort();
+    if let Some(difference) = memo::difference(&first.report, &second.report) {
+        second.txn.abort();
+        eprintln!("zvm: --verify: the two runs differ: {difference}; nothing was committed");
+        let mut report = second.report;
+        report.committed = false;
+        for c in &mut report.channels {
+            c.committed = false;
+        }
+        report.exports.clear();
+        emit_report(args, &report)?;
+        return Ok(exit::NOT_REPRODUCED);
+    }
+    let report = second.land()?;
+    emit_report(args, &report)?;
     Ok(exit::for_report(&report))
 }
 
+/// The runtime of a `zvm` process: compile cache, and the journal, whose abandoned
+/// transactions are recovered first.
 pub fn runtime(no_cache: bool) -> Result<Runtime> {
     let cache_dir = if no_cache {
         None
     } else {
         Runtime::default_cache_dir()
     };
+    let journal = crate::recover::journal_recovered();
     Runtime::new(RuntimeConfig {
         cache_dir,
         // One VM per process: reserving a pool of slots would only slow the start.
         allocator: Allocator::OnDemand,
+        journal,
     })
     .context("starting the runtime")
 }
 
-fn emit_report(args: &RunArgs, report: &Report) -> Result<()> {
+pub fn emit_report(args: &RunArgs, report: &Report) -> Result<()> {
     let format = match (args.report, &args.report_file) {
         (Some(f), _) => f,
         (None, Some(_)) => ReportFormat::Json,
@@ -283,6 +369,21 @@ pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
         m.clock.start_ns = t.saturating_mul(1_000_000_000);
     }
     m.memory_etag |= args.memory_etag;
+    if let Some(policy) = args.commit {
+        m.commit = policy;
+    }
+    for spec in &args.export {
+        let (guest, tar) = spec
+            .split_once('=')
+            .with_context(|| format!("--export `{spec}`: expected GUEST=TAR"))?;
+        if tar.is_empty() {
+            bail!("--export `{spec}`: empty tar path");
+        }
+        m.exports.push(Export {
+            guest: Mount::normalise_guest(guest),
+            path: PathBuf::from(tar),
+        });
+    }
     // The flags may have produced what a manifest file could not say: apply the same rules.
     m.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(m)

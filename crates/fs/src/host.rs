@@ -23,6 +23,8 @@ pub const HOST_DEV_BASE: u64 = 0x100;
 pub struct HostDir {
     pub mount: u32,
     pub fd: Arc<OwnedFd>,
+    /// Inodes this mount still shares with the user's tree, when it is a staged replica.
+    pub shared: Option<Arc<std::collections::HashSet<u64>>>,
 }
 
 /// What a name in a host directory is, without following it.
@@ -65,10 +67,71 @@ pub fn open_dir(dir: &HostDir, name: &str) -> Result<HostDir, Errno> {
     Ok(HostDir {
         mount: dir.mount,
         fd: Arc::new(fd),
+        shared: dir.shared.clone(),
     })
 }
 
-/// Opens (and possibly creates) a regular file; never follows a symbolic link.
+/// Gives `name` an inode of its own before it is changed, if it shares one with the user's
+/// tree.
+///
+/// A writable mount is staged as a tree of hard links to the user's files (zvm-txn), so that
+/// nothing is copied up front; a file must leave that sharing before the guest writes it, or
+/// the write would reach the user's file before the run commits. Only inodes the staging
+/// linked are separated: files the guest creates, and links it makes among them, behave as
+/// usual. (Two names the user had linked to one file become two files once the guest
+/// changes one of them.)
+pub fn break_link(dir: &HostDir, name: &str) -> Result<(), Errno> {
+    let Some(shared) = &dir.shared else {
+        return Ok(());
+    };
+    let st = match rustix::fs::statat(&*dir.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || !shared.contains(&st.st_ino)
+    {
+        return Ok(());
+    }
+    let src = File::from(rustix::fs::openat(
+        &*dir.fd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?);
+    let temp = format!(".zvm-copy-{}", st.st_ino);
+    let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+    let dst = File::from(rustix::fs::openat(
+        &*dir.fd,
+        &temp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        mode,
+    )?);
+    let copied = std::io::copy(&mut &src, &mut &dst)
+        .map_err(Errno::from)
+        .and_then(|_| {
+            rustix::fs::fchmod(&dst, mode)?;
+            let times = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            rustix::fs::futimens(&dst, &times)?;
+            Ok(rustix::fs::renameat(&*dir.fd, &temp, &*dir.fd, name)?)
+        });
+    if copied.is_err() {
+        let _ = rustix::fs::unlinkat(&*dir.fd, &temp, AtFlags::empty());
+    }
+    copied
+}
+
+/// Opens (and possibly creates) a regular file; never follows a symbolic link. A file
+/// opened for writing gets an inode of its own first ([`break_link`]).
 pub fn open_file(
     dir: &HostDir,
     name: &str,
@@ -92,6 +155,9 @@ pub fn open_file(
     }
     if trunc {
         flags |= OFlags::TRUNC;
+    }
+    if write || trunc {
+        break_link(dir, name)?;
     }
     let fd = rustix::fs::openat(&*dir.fd, name, flags, Mode::from_raw_mode(0o644))?;
     Ok(File::from(fd))
@@ -230,6 +296,7 @@ pub fn set_times_at(
     atim: crate::types::SetTime,
     mtim: crate::types::SetTime,
 ) -> Result<(), Errno> {
+    break_link(dir, name)?;
     let ts = timestamps(atim, mtim);
     Ok(rustix::fs::utimensat(
         &*dir.fd,
@@ -239,10 +306,21 @@ pub fn set_times_at(
     )?)
 }
 
+/// Sets times through a descriptor. A regular file still sharing its inode with the user's
+/// tree (opened for reading only, so not separated by [`break_link`]) is refused with
+/// ENOTSUP: through a descriptor there is no name to separate, and the change would reach
+/// the user's file before the run commits. Setting times by path works.
 pub fn set_times_fd(
     fd: impl std::os::fd::AsFd,
+    shared: Option<&std::collections::HashSet<u64>>,
     atim: crate::types::SetTime,
     mtim: crate::types::SetTime,
 ) -> Result<(), Errno> {
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+        && shared.is_some_and(|s| s.contains(&st.st_ino))
+    {
+        return Err(Errno::Notsup);
+    }
     Ok(rustix::fs::futimens(fd, &timestamps(atim, mtim))?)
 }

@@ -80,6 +80,57 @@ impl Scratch {
         }
     }
 
+    /// Writes the tree under directory `dir` as a tar archive, deterministically: entries in
+    /// name order, directories before their contents, owner 0, fixed modes (0755 directories,
+    /// 0644 files), and the virtual clock's modification times, so the same run writes the
+    /// same bytes. A file with several names is written once per name.
+    pub fn write_tar(&self, dir: u32, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut builder = tar::Builder::new(out);
+        self.tar_dir(&mut builder, dir, "")?;
+        builder.into_inner()?.flush()
+    }
+
+    fn tar_dir(
+        &self,
+        builder: &mut tar::Builder<&mut dyn std::io::Write>,
+        dir: u32,
+        prefix: &str,
+    ) -> std::io::Result<()> {
+        let Data::Dir(entries) = &self.get(dir).data else {
+            return Ok(());
+        };
+        for (name, &id) in entries {
+            let node = self.get(id);
+            let path = format!("{prefix}{name}");
+            let mut header = tar::Header::new_gnu();
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(node.mtim / 1_000_000_000);
+            match &node.data {
+                Data::Dir(_) => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(0o755);
+                    header.set_size(0);
+                    builder.append_data(&mut header, format!("{path}/"), std::io::empty())?;
+                    self.tar_dir(builder, id, &format!("{path}/"))?;
+                }
+                Data::File(bytes) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(0o644);
+                    header.set_size(bytes.len() as u64);
+                    builder.append_data(&mut header, &path, bytes.as_slice())?;
+                }
+                Data::Symlink(target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    builder.append_link(&mut header, &path, target)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes currently charged.
     pub fn used(&self) -> u64 {
         self.used

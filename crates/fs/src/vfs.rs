@@ -205,6 +205,10 @@ pub struct WorldConfig<'a> {
     /// Opened channels, in manifest order; must include stdin, stdout and stderr.
     pub channels: Vec<ChannelHandle>,
     pub mounts: &'a [Mount],
+    /// For each writable host mount staged as hard links to the user's files (zvm-txn), by
+    /// mount index: the inode numbers still shared with the user's tree, which must be
+    /// separated before they are changed ([`crate::host::break_link`]). Empty: no mount is.
+    pub shared_inodes: Vec<Option<std::sync::Arc<std::collections::HashSet<u64>>>>,
     pub limits: Limits,
     pub clock: Clock,
     pub seed: u64,
@@ -212,6 +216,7 @@ pub struct WorldConfig<'a> {
 
 struct MountInfo {
     writable: bool,
+    shared: Option<std::sync::Arc<std::collections::HashSet<u64>>>,
 }
 
 /// The guest's world. See the module documentation.
@@ -324,11 +329,13 @@ impl Fs {
                     Node::HostDir(HostDir {
                         mount: i as u32,
                         fd: std::sync::Arc::new(fd),
+                        shared: config.shared_inodes.get(i).cloned().flatten(),
                     })
                 }
             };
             fs.mounts.push(MountInfo {
                 writable: matches!(m.source, MountSource::Dir { writable: true, .. }),
+                shared: config.shared_inodes.get(i).cloned().flatten(),
             });
             mount_nodes.push((m.guest_abs(), node));
         }
@@ -1105,7 +1112,13 @@ impl Fs {
                 self.set_scratch_times(id, atim, mtim);
                 Ok(())
             }
-            Handle::Host { file, .. } => host::set_times_fd(file, atim, mtim),
+            Handle::Host { file, mount } => {
+                let shared = self
+                    .mounts
+                    .get(*mount as usize)
+                    .and_then(|m| m.shared.as_deref());
+                host::set_times_fd(file, shared, atim, mtim)
+            }
             Handle::Dir(loc) => {
                 let node = loc.top().clone();
                 self.set_node_times(&node, atim, mtim)
@@ -1143,7 +1156,7 @@ impl Fs {
             }
             Node::HostDir(dir) => {
                 self.check_writable(dir.mount)?;
-                host::set_times_fd(&*dir.fd, atim, mtim)
+                host::set_times_fd(&*dir.fd, dir.shared.as_deref(), atim, mtim)
             }
             Node::HostEntry { dir, name, .. } => {
                 self.check_writable(dir.mount)?;
@@ -1758,24 +1771,34 @@ impl Fs {
 
     // ----- the end of a run -----------------------------------------------------------------
 
-    /// Closes everything and ends every channel; with `commit`, staged outputs replace their
-    /// destinations. Summaries come in manifest order.
-    pub fn finish(mut self, commit: bool) -> Result<Vec<ChannelSummary>, ChannelSetupError> {
-        self.fds.clear();
-        let mut out = Vec::with_capacity(self.channels.len());
-        let mut first_err = None;
-        for ch in self.channels.drain(..) {
-            match ch.finish(commit && first_err.is_none()) {
-                Ok(s) => out.push(s),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+    /// Writes the scratch directory at guest path `guest` as a tar archive (see
+    /// [`crate::scratch::Scratch::write_tar`]); the error says why it cannot.
+    pub fn export_tar(&self, guest: &str, out: &mut dyn std::io::Write) -> Result<(), String> {
+        let id = match self.resolve(&self.root_loc(), guest, true) {
+            Ok(Resolved::Dir(loc)) => match loc.top() {
+                Node::Scratch(id) => *id,
+                _ => return Err("not a directory of the scratch filesystem".into()),
+            },
+            Ok(Resolved::Entry {
+                node: Some(Node::Scratch(id)),
+                ..
+            }) if matches!(self.scratch.get(id).data, crate::scratch::Data::Dir(_)) => id,
+            Ok(Resolved::Entry { node: None, .. }) | Err(Errno::Noent) => {
+                return Err("the guest did not create this directory".into());
             }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+            Ok(_) => return Err("not a directory of the scratch filesystem".into()),
+            Err(e) => return Err(format!("cannot resolve it: {e:?}")),
+        };
+        self.scratch
+            .write_tar(id, out)
+            .map_err(|e| format!("cannot write the tar file: {e}"))
+    }
+
+    /// Closes everything and ends every channel. Summaries come in manifest order; staged
+    /// outputs land (or not) with the run's transaction.
+    pub fn finish(mut self) -> Vec<ChannelSummary> {
+        self.fds.clear();
+        self.channels.drain(..).map(ChannelHandle::finish).collect()
     }
 
     /// The channels, for reading counters during or after a run.
@@ -1823,13 +1846,16 @@ mod tests {
     const RW: u64 = rights::FD_READ | rights::FD_WRITE;
 
     fn null_channel(name: &str, mode: AccessMode) -> ChannelHandle {
-        ChannelHandle::open(&Channel {
-            name: ChannelName::new(name).unwrap(),
-            source: ChannelSource::Null,
-            mode,
-            quota: Quota::default(),
-            etag: None,
-        })
+        ChannelHandle::open(
+            &Channel {
+                name: ChannelName::new(name).unwrap(),
+                source: ChannelSource::Null,
+                mode,
+                quota: Quota::default(),
+                etag: None,
+            },
+            &zvm_channel::Transaction::new(None),
+        )
         .unwrap()
     }
 
@@ -1843,6 +1869,7 @@ mod tests {
                 null_channel("in/part-1", AccessMode::SequentialRead),
             ],
             mounts,
+            shared_inodes: Vec::new(),
             limits,
             clock: Clock::default(),
             seed: 1,

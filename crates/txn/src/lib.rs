@@ -441,11 +441,20 @@ pub fn crash_point(label: &str) {
     };
     if PASSED.fetch_add(1, Ordering::SeqCst) + 1 == at {
         let _ = writeln!(io::stderr(), "zvm: crash point {at}: {label}");
-        let _ = rustix::process::kill_process(
-            rustix::process::getpid(),
-            rustix::process::Signal::KILL,
-        );
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
+}
+
+/// A staged writable directory: the guest works in `path`, which replaces the directory when
+/// the transaction commits.
+#[derive(Debug)]
+pub struct StagedDir {
+    pub path: PathBuf,
+    /// Inode numbers of the staged tree's files that are hard links to the original's: a
+    /// file among them must get an inode of its own before it is changed (zvm-fs does that),
+    /// while files the guest creates, and links among those, need not.
+    pub shared: std::collections::HashSet<u64>,
 }
 
 /// A staged output file: write into `file`; it replaces `dest` when the transaction commits.
@@ -523,9 +532,15 @@ impl Transaction {
         self.lock().entries.is_empty()
     }
 
-    /// The destinations staged so far, in staging order.
-    pub fn destinations(&self) -> Vec<PathBuf> {
-        self.lock().entries.iter().map(|e| e.dest.clone()).collect()
+    /// The staged files so far as (destination, staged file) pairs, in staging order: to read
+    /// an output's content before it lands (the result cache stores it).
+    pub fn staged_files(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| (e.dest.clone(), e.temp.clone()))
+            .collect()
     }
 
     /// Appends a record to the journal (creating it on first use); without a journal, nothing.
@@ -622,13 +637,15 @@ impl Transaction {
     /// Stages a writable directory: a hidden sibling tree of hard links to `dest`'s files
     /// (copies where a link is refused), in which the guest works; it replaces `dest` as a
     /// whole when the transaction commits. Returns the staged tree's path.
-    pub fn stage_dir(&self, dest: &Path) -> Result<PathBuf, Error> {
+    pub fn stage_dir(&self, dest: &Path) -> Result<StagedDir, Error> {
         let fail = |reason: String| Error::StageDir {
             path: dest.to_path_buf(),
             reason,
         };
-        let real = std::fs::canonicalize(dest).map_err(|e| fail(e.to_string()))?;
-        let meta = std::fs::metadata(&real).map_err(|e| fail(e.to_string()))?;
+        let cannot_open =
+            |e: io::Error| fail(format!("cannot open directory `{}`: {e}", dest.display()));
+        let real = std::fs::canonicalize(dest).map_err(cannot_open)?;
+        let meta = std::fs::metadata(&real).map_err(cannot_open)?;
         if !meta.is_dir() {
             return Err(fail("not a directory".into()));
         }
@@ -673,8 +690,10 @@ impl Transaction {
             file: None,
         });
         drop(inner);
-        link_tree(&real, &temp).map_err(|e| fail(e.to_string()))?;
-        Ok(temp)
+        let mut shared = std::collections::HashSet::new();
+        link_tree(&real, &temp, &mut shared)
+            .map_err(|e| fail(format!("cannot replicate it for staging: {e}")))?;
+        Ok(StagedDir { path: temp, shared })
     }
 
     /// Commits every staged output together (see the module documentation for the protocol).
@@ -818,7 +837,11 @@ fn create_log(journal: &Journal) -> io::Result<Log> {
 
 /// Fills `to` (an empty directory) with a replica of `from`: directories recreated with their
 /// modes and times, everything else hard-linked (copied where the kernel refuses a link).
-fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+fn link_tree(
+    from: &Path,
+    to: &Path,
+    shared: &mut std::collections::HashSet<u64>,
+) -> io::Result<()> {
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let src = entry.path();
@@ -826,7 +849,7 @@ fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
         let meta = std::fs::symlink_metadata(&src)?;
         if meta.is_dir() {
             std::fs::create_dir(&dst)?;
-            link_tree(&src, &dst)?;
+            link_tree(&src, &dst, shared)?;
         } else if let Err(link_err) = std::fs::hard_link(&src, &dst) {
             // Linux refuses links to others' files under `fs.protected_hardlinks`.
             if meta.is_file() {
@@ -839,6 +862,8 @@ fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
                     format!("`{}`: {link_err}", src.display()),
                 ));
             }
+        } else {
+            shared.insert(meta.ino());
         }
     }
     let meta = std::fs::metadata(from)?;
@@ -939,6 +964,8 @@ mod tests {
         std::os::unix::fs::symlink("keep", tree.join("link")).unwrap();
         let t = Transaction::new(None);
         let staged = t.stage_dir(&tree).unwrap();
+        assert_eq!(staged.shared.len(), 4, "keep, gone, link, sub/deep");
+        let staged = staged.path;
         assert_eq!(names(&staged), ["gone", "keep", "link", "sub"]);
         std::fs::remove_file(staged.join("gone")).unwrap();
         std::fs::write(staged.join("new"), b"new").unwrap();
@@ -946,7 +973,10 @@ mod tests {
         t.commit().unwrap();
         assert_eq!(names(&tree), ["keep", "link", "new", "sub"]);
         assert_eq!(std::fs::read(tree.join("sub/deep")).unwrap(), b"deep");
-        assert_eq!(std::fs::read_link(tree.join("link")).unwrap(), Path::new("keep"));
+        assert_eq!(
+            std::fs::read_link(tree.join("link")).unwrap(),
+            Path::new("keep")
+        );
         assert_eq!(names(dir.path()), ["tree"], "old tree removed");
     }
 
@@ -977,7 +1007,9 @@ mod tests {
 
     #[test]
     fn paths_that_are_not_utf8_survive_the_journal() {
-        let p = PathText(PathBuf::from(OsString::from_vec(vec![b'a', 0xff, b'/', b'b'])));
+        let p = PathText(PathBuf::from(OsString::from_vec(vec![
+            b'a', 0xff, b'/', b'b',
+        ])));
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<PathText>(&json).unwrap(), p);
         let q = PathText(PathBuf::from("plain/ütf8"));

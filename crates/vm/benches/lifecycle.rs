@@ -32,6 +32,7 @@ fn lifecycle(c: &mut Criterion) {
     let allocator = Allocator::Pooling(PoolConfig::default());
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator,
     })
     .unwrap();

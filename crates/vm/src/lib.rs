@@ -36,6 +36,7 @@
 //! ```
 
 pub mod cache;
+pub mod memo;
 pub mod policy;
 pub mod report;
 pub mod wasi;
@@ -48,9 +49,12 @@ use std::time::{Duration, Instant};
 use wasmtime::{Config, Engine, InstancePre, Linker, Memory, Module, Store};
 use zvm_channel::{ChannelHandle, Endpoint};
 use zvm_fs::{Fs, WorldConfig};
-use zvm_manifest::{ContentHash, Manifest};
+use zvm_manifest::{ContentHash, Manifest, MountSource};
+pub use zvm_txn::{Journal, Transaction};
 
-pub use report::{ChannelReport, Report, State, Validation};
+pub use report::{
+    CacheStatus, ChannelReport, ExportReport, InputReport, ReplayInfo, Report, State, Validation,
+};
 
 /// How often the engine's epoch advances; the wall-clock timeout is counted in these ticks,
 /// so a timeout is enforced to within about this much.
@@ -105,6 +109,16 @@ pub enum Error {
     Setup(#[from] zvm_fs::SetupError),
     #[error(transparent)]
     Channel(#[from] zvm_channel::SetupError),
+    /// Staging a writable directory, or committing the run's outputs, failed.
+    #[error(transparent)]
+    Transaction(#[from] zvm_txn::Error),
+    /// A scratch directory the manifest exports could not be written out.
+    #[error("export `{guest}` to `{path}`: {message}")]
+    Export {
+        guest: String,
+        path: PathBuf,
+        message: String,
+    },
     /// Every pooled slot is in use: a host capacity limit, not the guest's fault.
     #[error("all {slots} VM slots of the pool are in use; try again later or configure more")]
     PoolExhausted { slots: u32 },
@@ -142,6 +156,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// How VM instances and memories are allocated.
     pub allocator: Allocator,
+    /// Where transactions are journalled for crash recovery; `None` still stages and
+    /// commits outputs together but cannot finish a commit a crash interrupted.
+    pub journal: Option<Journal>,
 }
 
 /// How VM instances and memories are allocated.
@@ -274,6 +291,7 @@ pub struct Runtime {
     linker: Linker<VmState>,
     cache: Option<cache::ModuleCache>,
     allocator: Allocator,
+    journal: Option<Journal>,
     _ticker: Ticker,
 }
 
@@ -333,6 +351,7 @@ impl Runtime {
             linker,
             cache,
             allocator: config.allocator,
+            journal: config.journal,
         })
     }
 
@@ -346,6 +365,17 @@ impl Runtime {
             return Some(PathBuf::from(d).join("zvm"));
         }
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("zvm"))
+    }
+
+    /// The journal transactions of this runtime are recorded in, if any.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// A new transaction journalled like this runtime's runs: for callers that commit several
+    /// runs together ([`RunIo::in_transaction`]).
+    pub fn transaction(&self) -> Transaction {
+        Transaction::new(self.journal.clone())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -453,6 +483,7 @@ impl Runtime {
                 Allocator::Pooling(p) => Some(p),
                 Allocator::OnDemand => None,
             },
+            journal: self.journal.clone(),
         })
     }
 }
@@ -469,6 +500,7 @@ pub struct Program {
     /// The path and hash as the report shows them, formatted once.
     path_text: String,
     hash_text: String,
+    journal: Option<Journal>,
 }
 
 impl std::fmt::Debug for Program {
@@ -505,6 +537,7 @@ impl std::fmt::Debug for Program {
 /// // One runtime (engine, pool, cache) for the process; one program prepared once.
 /// let runtime = Runtime::new(RuntimeConfig {
 ///     cache_dir: None,
+///     journal: None,
 ///     allocator: Allocator::Pooling(PoolConfig { slots: 16, ..PoolConfig::default() }),
 /// })?;
 /// let program = runtime.load(Path::new("echo.wat"), wat.as_bytes(), None)?;
@@ -525,6 +558,10 @@ impl std::fmt::Debug for Program {
 #[derive(Debug, Default)]
 pub struct RunIo {
     pub endpoints: Vec<(String, Endpoint)>,
+    /// A transaction owned by the caller: the run stages its outputs there and leaves the
+    /// commit to the caller (several runs landing together). Without one, the run commits
+    /// its own outputs under the manifest's commit policy.
+    pub txn: Option<Arc<Transaction>>,
 }
 
 impl RunIo {
@@ -533,9 +570,20 @@ impl RunIo {
         self.endpoints.push((name.to_string(), endpoint));
         self
     }
+
+    /// Stages this run's outputs in `txn`, which the caller commits or aborts.
+    pub fn in_transaction(mut self, txn: Arc<Transaction>) -> RunIo {
+        self.txn = Some(txn);
+        self
+    }
 }
 
 impl Program {
+    /// The program's path as it was loaded.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn hash(&self) -> ContentHash {
         self.hash
     }
@@ -555,6 +603,36 @@ impl Program {
                 max: pool.max_memory,
             });
         }
+        let own_txn = io.txn.is_none();
+        let txn = io
+            .txn
+            .take()
+            .unwrap_or_else(|| Arc::new(Transaction::new(self.journal.clone())));
+        // Writable host directories are staged: the guest works in a replica that replaces
+        // the directory only when the run commits.
+        let mut mounts = std::borrow::Cow::Borrowed(&manifest.mounts);
+        let mut shared_inodes = Vec::new();
+        for (i, m) in manifest.mounts.iter().enumerate() {
+            if let MountSource::Dir {
+                path,
+                writable: true,
+            } = &m.source
+            {
+                let staged = txn.stage_dir(path).map_err(|e| zvm_fs::SetupError::Mount {
+                    guest: m.guest.clone(),
+                    message: match e {
+                        zvm_txn::Error::StageDir { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
+                })?;
+                mounts.to_mut()[i].source = MountSource::Dir {
+                    path: staged.path,
+                    writable: true,
+                };
+                shared_inodes.resize(i + 1, None);
+                shared_inodes[i] = Some(Arc::new(staged.shared));
+            }
+        }
         let mut channels = Vec::with_capacity(manifest.channels.len());
         for ch in &manifest.channels {
             let custom = io
@@ -564,12 +642,13 @@ impl Program {
                 .map(|i| io.endpoints.swap_remove(i).1);
             channels.push(match custom {
                 Some(endpoint) => ChannelHandle::with_endpoint(ch, endpoint),
-                None => ChannelHandle::open(ch)?,
+                None => ChannelHandle::open(ch, &txn)?,
             });
         }
         let fs = Fs::new(WorldConfig {
             channels,
-            mounts: &manifest.mounts,
+            mounts: &mounts,
+            shared_inodes,
             limits: manifest.limits,
             clock: manifest.clock,
             seed: manifest.seed,
@@ -638,9 +717,32 @@ impl Program {
             .channels()
             .iter()
             .find_map(|c| c.quota_hit().map(|q| (c.name().to_string(), q.to_string())));
-        let (state, exit_code, backtrace) = classify(outcome, state_data.limiter.hit, quota_hit);
-        let commit = state.is_ok();
-        let summaries = state_data.fs.finish(commit)?;
+        let (mut state, exit_code, backtrace) =
+            classify(outcome, state_data.limiter.hit, quota_hit);
+        let mut commit = manifest.commit.commits(state.is_ok());
+        let mut exports = Vec::new();
+        if commit {
+            for e in &manifest.exports {
+                exports.push(export(&state_data.fs, &txn, e)?);
+            }
+        }
+        let summaries = state_data.fs.finish();
+        if let Some(changed) = summaries.iter().find(|s| s.input_changed) {
+            // Whatever the policy: outputs computed from a torn input are not results.
+            state = State::InputChanged {
+                channel: changed.name.clone(),
+            };
+            commit = false;
+            exports.clear();
+        }
+        if own_txn {
+            if commit {
+                txn.commit()?;
+            } else {
+                txn.abort();
+            }
+        }
+        // With the caller's transaction, `committed` says the run wants its outputs to land.
         let channels = summaries
             .into_iter()
             .map(|s| ChannelReport {
@@ -652,7 +754,7 @@ impl Program {
                 writes: s.counters.writes,
                 write_bytes: s.counters.write_bytes,
                 quota_hit: s.quota_hit.map(|q| q.to_string()),
-                committed: s.committed.is_some(),
+                committed: commit && s.output.is_some(),
             })
             .collect();
         Ok(Report {
@@ -671,6 +773,9 @@ impl Program {
             peak_memory: state_data.limiter.peak_memory as u64,
             committed: commit,
             memory_etag,
+            exports,
+            replay: None,
+            cache: CacheStatus::Off,
         })
     }
 
@@ -690,6 +795,49 @@ impl Program {
             .and_then(wasmtime::Extern::into_func)
             .ok_or_else(|| wasmtime::Error::msg("`_start` is not a function"))?;
         start.typed::<(), ()>(&*store)?.call(&mut *store, ())
+    }
+}
+
+/// Writes one export into a file staged in `txn`, hashing it on the way.
+fn export(fs: &Fs, txn: &Transaction, e: &zvm_manifest::Export) -> Result<ExportReport, Error> {
+    let fail = |message: String| Error::Export {
+        guest: e.guest.clone(),
+        path: e.path.clone(),
+        message,
+    };
+    let staged = txn.stage_file(&e.path, false)?;
+    let mut out = HashingWriter {
+        inner: std::io::BufWriter::new(&staged.file),
+        hasher: blake3::Hasher::new(),
+        size: 0,
+    };
+    fs.export_tar(&e.guest, &mut out).map_err(fail)?;
+    std::io::Write::flush(&mut out.inner).map_err(|e| fail(e.to_string()))?;
+    Ok(ExportReport {
+        guest: e.guest.clone(),
+        path: e.path.display().to_string(),
+        etag: out.hasher.finalize().to_hex().to_string(),
+        size: out.size,
+    })
+}
+
+/// A writer that hashes and counts what passes through.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

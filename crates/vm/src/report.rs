@@ -4,13 +4,13 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Version of the report's JSON schema.
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 /// How the program got validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Validation {
     /// Validated and compiled in this run.
@@ -32,7 +32,7 @@ impl fmt::Display for Validation {
 }
 
 /// How the run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum State {
     /// Exited with code 0 (or returned from `_start`) within every limit.
@@ -51,6 +51,9 @@ pub enum State {
     Trap { message: String },
     /// Refused before it ran.
     ValidationFailed { reason: String },
+    /// An input file changed while the guest read it: what the guest saw may mix two
+    /// versions, so the run does not count and nothing commits.
+    InputChanged { channel: String },
 }
 
 impl State {
@@ -81,12 +84,15 @@ impl fmt::Display for State {
             }
             State::Trap { message } => write!(f, "trap: {message}"),
             State::ValidationFailed { reason } => write!(f, "validation failed: {reason}"),
+            State::InputChanged { channel } => {
+                write!(f, "input `{channel}` changed while the guest read it")
+            }
         }
     }
 }
 
 /// One channel's etag and counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelReport {
     pub name: String,
     pub mode: String,
@@ -102,8 +108,72 @@ pub struct ChannelReport {
     pub committed: bool,
 }
 
+/// A scratch directory written out as a tar file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportReport {
+    /// The guest directory.
+    pub guest: String,
+    /// The host tar file.
+    pub path: String,
+    /// BLAKE3 of the tar file's bytes, lowercase hex.
+    pub etag: String,
+    pub size: u64,
+}
+
+/// An input as it was when the run started: what a replay must find again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputReport {
+    /// The channel name, or the guest path of an image mount.
+    pub name: String,
+    /// The host file.
+    pub path: String,
+    /// BLAKE3 of the file's whole content, lowercase hex.
+    pub etag: String,
+}
+
+/// Everything needed to run the same VM again and check it: the manifest itself, and the
+/// inputs it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayInfo {
+    /// The manifest in canonical TOML (host paths absolute).
+    pub manifest: String,
+    /// `blake3:<hex>` of `manifest`.
+    pub manifest_hash: String,
+    pub seed: u64,
+    /// Realtime clock at the start, in nanoseconds since the Unix epoch.
+    pub start_time_ns: u64,
+    /// File inputs (channels and images), in manifest order.
+    pub inputs: Vec<InputReport>,
+}
+
+/// How the result cache took part in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CacheStatus {
+    /// Not asked (disabled, or an embedding that does not use it).
+    Off,
+    /// Served from the cache without executing.
+    Hit,
+    /// Executed; `stored` says whether the result went into the cache.
+    Miss { stored: bool },
+    /// This run cannot be cached, for the reason given.
+    Bypassed { reason: String },
+}
+
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheStatus::Off => f.write_str("off"),
+            CacheStatus::Hit => f.write_str("hit (served without executing)"),
+            CacheStatus::Miss { stored: true } => f.write_str("miss (result stored)"),
+            CacheStatus::Miss { stored: false } => f.write_str("miss"),
+            CacheStatus::Bypassed { reason } => write!(f, "bypassed: {reason}"),
+        }
+    }
+}
+
 /// The report of one run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub version: u32,
     /// The program's path as given.
@@ -129,6 +199,19 @@ pub struct Report {
     pub committed: bool,
     /// BLAKE3 of the final linear memory, when the manifest asks for it.
     pub memory_etag: Option<String>,
+    /// Scratch directories written out as tar files (when the run committed).
+    #[serde(default)]
+    pub exports: Vec<ExportReport>,
+    /// What a replay needs; filled in by callers that fingerprint their inputs (`zvm run`).
+    #[serde(default)]
+    pub replay: Option<ReplayInfo>,
+    /// How the result cache took part.
+    #[serde(default = "cache_off")]
+    pub cache: CacheStatus,
+}
+
+fn cache_off() -> CacheStatus {
+    CacheStatus::Off
 }
 
 impl Report {
@@ -151,7 +234,15 @@ impl Report {
             peak_memory: 0,
             committed: false,
             memory_etag: None,
+            exports: Vec::new(),
+            replay: None,
+            cache: CacheStatus::Off,
         }
+    }
+
+    /// Reads a report written with [`Report::to_json`].
+    pub fn from_json(text: &str) -> Result<Report, serde_json::Error> {
+        serde_json::from_str(text)
     }
 
     /// The report as pretty JSON.
@@ -182,6 +273,19 @@ impl Report {
         );
         if let Some(etag) = &self.memory_etag {
             let _ = writeln!(s, "memory etag {etag}");
+        }
+        if self.cache != CacheStatus::Off {
+            let _ = writeln!(s, "cache       {}", self.cache);
+        }
+        for e in &self.exports {
+            let _ = writeln!(
+                s,
+                "export      {} -> {} etag {} {} bytes",
+                e.guest,
+                e.path,
+                &e.etag[..16],
+                e.size
+            );
         }
         for c in &self.channels {
             let _ = writeln!(

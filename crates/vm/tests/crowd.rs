@@ -334,6 +334,7 @@ fn a_thousand_hostile_vms_next_to_a_well_behaved_one() {
     let started = Instant::now();
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator: Allocator::Pooling(PoolConfig {
             slots: SLOTS,
             ..PoolConfig::default()
@@ -498,6 +499,7 @@ fn on_a_default_thread(program: Arc<Program>, manifest: Manifest) -> Report {
 fn runaway_recursion_on_a_default_thread_is_a_trap_not_a_crash() {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator: Allocator::OnDemand,
     })
     .unwrap();

@@ -34,6 +34,7 @@ impl Read for Gate {
 fn pooled(slots: u32) -> Runtime {
     Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator: Allocator::Pooling(PoolConfig {
             slots,
             ..PoolConfig::default()
@@ -199,6 +200,7 @@ fn concurrent_vms_give_the_reports_of_sequential_ones() {
 fn a_manifest_asking_more_memory_than_a_slot_is_refused() {
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator: Allocator::Pooling(PoolConfig {
             slots: 4,
             max_memory: 1 << 20,

@@ -556,6 +556,7 @@ fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
         Runtime::new(RuntimeConfig {
             cache_dir: None,
+            journal: None,
             allocator: Allocator::Pooling(PoolConfig {
                 slots: 8,
                 max_memory: MEMORY,

@@ -200,6 +200,7 @@ fn bench(args: BenchArgs) -> Result<()> {
 fn pooled_runtime() -> Result<Runtime> {
     Ok(Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator: Allocator::Pooling(PoolConfig::default()),
     })?)
 }
@@ -464,6 +465,7 @@ fn cold_cli(guests: &Guests, wasmtime: Option<PathBuf>, quick: bool) -> Result<R
 fn compute(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator: Allocator::OnDemand,
     })?;
     let program = runtime.load_file(&guests.compute_wasm, None)?;
@@ -569,6 +571,7 @@ fn memory(quick: bool) -> Result<Vec<Row>> {
     let before = rss()?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: None,
+        journal: None,
         allocator: Allocator::Pooling(PoolConfig {
             slots,
             ..PoolConfig::default()

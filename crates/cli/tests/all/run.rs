@@ -371,7 +371,7 @@ fn report_json_goes_to_stderr_and_parses() {
     );
     let report: Value =
         serde_json::from_str(&stderr(&out)).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
-    assert_eq!(report["version"], 1);
+    assert_eq!(report["version"], 2);
     assert_eq!(report["state"]["kind"], "ok");
     assert_eq!(report["exit_code"], 0);
     let bytes = std::fs::read(&prog).unwrap();

@@ -95,10 +95,11 @@ pub fn wat_guest(dir: &Path, name: &str, wat: &str) -> PathBuf {
     path
 }
 
-/// A `zvm` command with a shared compile cache.
+/// A `zvm` command with a shared compile (and result) cache and state directory.
 pub fn zvm() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zvm"));
     c.env("ZVM_CACHE_DIR", build_dir().join("cache"));
+    c.env("ZVM_STATE_DIR", build_dir().join("state"));
     c.stdin(Stdio::null());
     c
 }
