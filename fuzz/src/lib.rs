@@ -691,6 +691,7 @@ pub fn runtime() -> &'static Runtime {
         check_table_against_source();
         Runtime::new(RuntimeConfig {
             cache_dir: None,
+            journal: None,
             allocator: Allocator::Pooling(PoolConfig {
                 slots: 4,
                 max_memory: MEMORY,
