@@ -171,6 +171,7 @@ impl Journal {
                             path: e.dest.clone(),
                             error,
                         })?;
+                        crash_point("recovery redid a step");
                     }
                     sync_parents(entries.iter().map(|e| e.dest.as_path()));
                     Recovery {
@@ -182,6 +183,7 @@ impl Journal {
                 None => {
                     for s in &records.staged {
                         remove_staged(s.kind, &s.temp).map_err(jerr(&s.temp))?;
+                        crash_point("recovery removed a staged output");
                     }
                     Recovery {
                         journal: path.clone(),

@@ -15,3 +15,4 @@ mod manifests;
 mod mounts;
 mod run;
 mod support;
+mod transactions;
