@@ -24,6 +24,7 @@ use crate::exit;
 
 const TRIVIAL_C: &str = include_str!("trivial.c");
 const COMPUTE_C: &str = include_str!("compute.c");
+const OUTPUTS_C: &str = include_str!("outputs.c");
 
 /// The trivial guest of the lifecycle row: no imports, returns at once.
 const TRIVIAL_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
@@ -73,6 +74,7 @@ enum Scenario {
     Cli,
     Compute,
     Memory,
+    Transactions,
 }
 
 /// One line of the table.
@@ -118,6 +120,7 @@ struct Guests {
     compute_native: PathBuf,
     /// The same, by the compiler that builds the wasm, to separate compiler from runtime.
     compute_native_clang: PathBuf,
+    outputs_wasm: PathBuf,
 }
 
 fn build_guests() -> Result<Guests> {
@@ -129,6 +132,7 @@ fn build_guests() -> Result<Guests> {
     };
     let trivial_c = write("trivial.c", TRIVIAL_C)?;
     let compute_c = write("compute.c", COMPUTE_C)?;
+    let outputs_c = write("outputs.c", OUTPUTS_C)?;
     let build = |compiler: &str, args: &[&str], src: &Path, out: &str| -> Result<PathBuf> {
         let out = dir.path().join(out);
         let status = Command::new(compiler)
@@ -151,6 +155,7 @@ fn build_guests() -> Result<Guests> {
         compute_wasm: build("clang", &wasm, &compute_c, "compute.wasm")?,
         compute_native: build("gcc", &[], &compute_c, "compute")?,
         compute_native_clang: build("clang", &[], &compute_c, "compute-clang")?,
+        outputs_wasm: build("clang", &wasm, &outputs_c, "outputs.wasm")?,
         dir,
     })
 }
@@ -184,6 +189,10 @@ fn bench(args: BenchArgs) -> Result<()> {
     if wants(Scenario::Memory) {
         eprintln!("zvm bench: resident memory");
         rows.extend(memory(quick)?);
+    }
+    if wants(Scenario::Transactions) {
+        eprintln!("zvm bench: transactions and the result cache");
+        rows.extend(transactions(&guests, quick)?);
     }
     let table = table(&rows);
     println!("{table}");
@@ -423,6 +432,104 @@ fn time_command(cmd: &mut Command, runs: usize) -> Result<Duration> {
     Ok(percentiles(samples).0)
 }
 
+/// The price of transactions, and what the result cache saves, all through `zvm run` as a
+/// fresh process: committing 4 outputs together (journal, fsyncs, renames) against the same
+/// run as a dry run; staging a writable directory of 1,000 files against mounting it
+/// read-only; and a result served from the cache against executing the same run.
+fn transactions(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
+    let runs = if quick { 5 } else { 50 };
+    let work = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let zvm = |args: &[&std::ffi::OsStr]| {
+        let mut c = Command::new(&exe);
+        c.env("ZVM_CACHE_DIR", work.path().join("cache"))
+            .env("ZVM_STATE_DIR", work.path().join("state"))
+            .arg("run")
+            .args(args);
+        c
+    };
+    let mut rows = Vec::new();
+
+    let mut outputs: Vec<std::ffi::OsString> = vec!["--no-result-cache".into()];
+    for i in 1..=4 {
+        outputs.push("--output".into());
+        outputs.push(format!("out{i}={}", work.path().join(format!("out{i}")).display()).into());
+    }
+    let with = |extra: &[&str]| {
+        let mut v: Vec<&std::ffi::OsStr> = outputs.iter().map(|s| s.as_os_str()).collect();
+        v.extend(extra.iter().map(std::ffi::OsStr::new));
+        v.push(guests.outputs_wasm.as_os_str());
+        v.extend(["--", "4", "65536"].map(std::ffi::OsStr::new));
+        zvm(&v)
+    };
+    let committed = time_command(&mut with(&[]), runs)?;
+    let dry = time_command(&mut with(&["--commit", "never"]), runs)?;
+    rows.push(Row {
+        scenario: "transactions",
+        what: "commit of 4 outputs of 64 KiB together, vs the same run as a dry run (median)"
+            .into(),
+        zvm: ms(committed),
+        baseline: ms(dry),
+        ratio: format!("+{:.2} ms", (committed.as_secs_f64() - dry.as_secs_f64()) * 1e3),
+        goal: "(informative)",
+        met: None,
+    });
+
+    let tree = work.path().join("tree");
+    for d in 0..10 {
+        let sub = tree.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub)?;
+        for f in 0..100 {
+            std::fs::write(sub.join(format!("f{f}")), b"content")?;
+        }
+    }
+    let mount = |flag: &str| {
+        zvm(&[
+            std::ffi::OsStr::new("--no-result-cache"),
+            std::ffi::OsStr::new(flag),
+            std::ffi::OsString::from(format!("{}::/data", tree.display())).as_os_str(),
+            guests.trivial_wasm.as_os_str(),
+        ])
+    };
+    let staged = time_command(&mut mount("--dir"), runs)?;
+    let read_only = time_command(&mut mount("--ro-dir"), runs)?;
+    rows.push(Row {
+        scenario: "transactions",
+        what: "writable directory of 1,000 files staged and committed, vs mounted read-only"
+            .into(),
+        zvm: ms(staged),
+        baseline: ms(read_only),
+        ratio: format!(
+            "+{:.1} µs per file",
+            (staged.as_secs_f64() - read_only.as_secs_f64()) * 1e6 / 1000.0
+        ),
+        goal: "(informative)",
+        met: None,
+    });
+
+    let n = if quick { "200000" } else { "2000000" };
+    let sort = |extra: &[&str]| {
+        let mut v: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+        v.push(guests.compute_wasm.as_os_str());
+        v.extend(["--", "sort", n].map(std::ffi::OsStr::new));
+        zvm(&v)
+    };
+    let executed = time_command(&mut sort(&["--no-result-cache"]), runs.min(20))?;
+    // The first run stores the result (time_command's warm-up runs include it).
+    let served = time_command(&mut sort(&[]), runs)?;
+    let ratio = served.as_secs_f64() / executed.as_secs_f64();
+    rows.push(Row {
+        scenario: "transactions",
+        what: format!("result cache hit vs executing (sort of {n} integers, median)"),
+        zvm: ms(served),
+        baseline: ms(executed),
+        ratio: format!("{ratio:.3}x"),
+        goal: "a hit costs less than executing",
+        met: Some(ratio < 1.0),
+    });
+    Ok(rows)
+}
+
 fn cold_cli(guests: &Guests, wasmtime: Option<PathBuf>, quick: bool) -> Result<Row> {
     let runs = if quick { 10 } else { 100 };
     let goal = "no slower than `wasmtime run`";
@@ -443,8 +550,10 @@ fn cold_cli(guests: &Guests, wasmtime: Option<PathBuf>, quick: bool) -> Result<R
     let cache = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut zvm = Command::new(&exe);
+    // The result cache would serve every run after the first without executing it.
     zvm.env("ZVM_CACHE_DIR", cache.path())
         .arg("run")
+        .arg("--no-result-cache")
         .arg(&guests.trivial_wasm);
     let z = time_command(&mut zvm, runs)?;
     let mut wt = Command::new(&wasmtime);
