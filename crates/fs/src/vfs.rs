@@ -1944,6 +1944,53 @@ mod tests {
     }
 
     #[test]
+    fn export_writes_a_deterministic_tar_of_a_scratch_directory() {
+        let build = || {
+            let mut fs = world(Vec::new(), Limits::default());
+            fs.mkdir(ROOT_FD, "out").unwrap();
+            fs.mkdir(ROOT_FD, "out/sub").unwrap();
+            create(&mut fs, "out/b.txt", b"bee");
+            create(&mut fs, "out/sub/a.txt", b"ay");
+            fs.symlink("b.txt", ROOT_FD, "out/link").unwrap();
+            create(&mut fs, "elsewhere", b"not exported");
+            fs
+        };
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        build().export_tar("/out", &mut one).unwrap();
+        build().export_tar("out/", &mut two).unwrap();
+        assert_eq!(one, two, "same tree, same bytes");
+        let mut archive = tar::Archive::new(one.as_slice());
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut body).unwrap();
+            let link = entry.link_name().unwrap().map(|l| l.display().to_string());
+            seen.push((path, body, link, entry.header().uid().unwrap()));
+        }
+        let e = |p: &str, b: &str, l: Option<&str>| {
+            (p.to_string(), b.to_string(), l.map(str::to_string), 0)
+        };
+        assert_eq!(
+            seen,
+            [
+                e("b.txt", "bee", None),
+                e("link", "", Some("b.txt")),
+                e("sub/", "", None),
+                e("sub/a.txt", "ay", None),
+            ]
+        );
+        let fs = build();
+        let err = fs.export_tar("/missing", &mut Vec::new()).unwrap_err();
+        assert!(err.contains("did not create"), "{err}");
+        let err = fs.export_tar("/dev", &mut Vec::new()).unwrap_err();
+        assert!(err.contains("not a directory of the scratch"), "{err}");
+        let err = fs.export_tar("/elsewhere", &mut Vec::new()).unwrap_err();
+        assert!(err.contains("not a directory of the scratch"), "{err}");
+    }
+
+    #[test]
     fn rename_rules() {
         let mut fs = world(Vec::new(), Limits::default());
         fs.mkdir(ROOT_FD, "a").unwrap();
