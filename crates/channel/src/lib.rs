@@ -13,12 +13,15 @@
 //! modification or change time moves) makes [`ChannelHandle::finish`] report it, so the run
 //! fails rather than mixing old and new bytes.
 
+pub mod pipe;
+
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 
+pub use pipe::{EndOfStream, PipeError, PipeMonitor, PipeReader, PipeWait, PipeWriter};
 use zvm_manifest::ContentHash;
 pub use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Quota, StdStream};
 pub use zvm_txn::Transaction;
@@ -68,6 +71,13 @@ pub enum ChannelError {
     /// The host side failed.
     #[error("channel `{channel}`: {error}")]
     Io { channel: String, error: io::Error },
+    /// A non-blocking pipe end cannot move bytes now (EAGAIN); the wait is kept for
+    /// [`ChannelHandle::take_wait`].
+    #[error("channel `{0}` would block")]
+    WouldBlock(String),
+    /// The pipe's reader is gone (EPIPE).
+    #[error("channel `{0}`: the reading end of the pipe is gone")]
+    Broken(String),
 }
 
 /// Errors setting a channel up or committing it: these name the host file.
@@ -127,6 +137,10 @@ pub struct ChannelSummary {
 pub enum Endpoint {
     Reader(Box<dyn Read + Send>),
     Writer(Box<dyn Write + Send>),
+    /// The reading end of a pipe from another VM.
+    PipeReader(PipeReader),
+    /// The writing end of a pipe to another VM.
+    PipeWriter(PipeWriter),
 }
 
 impl fmt::Debug for Endpoint {
@@ -134,6 +148,8 @@ impl fmt::Debug for Endpoint {
         match self {
             Endpoint::Reader(_) => f.write_str("Endpoint::Reader"),
             Endpoint::Writer(_) => f.write_str("Endpoint::Writer"),
+            Endpoint::PipeReader(_) => f.write_str("Endpoint::PipeReader"),
+            Endpoint::PipeWriter(_) => f.write_str("Endpoint::PipeWriter"),
         }
     }
 }
@@ -186,6 +202,9 @@ enum Backend {
     Stderr,
     Reader(Box<dyn Read + Send>),
     Writer(Box<dyn Write + Send>),
+    PipeReader(PipeReader),
+    /// `None` once the stream is ended.
+    PipeWriter(Option<PipeWriter>),
     Null,
 }
 
@@ -232,6 +251,10 @@ pub struct ChannelHandle {
     /// is two kilobytes to set up and move around.
     hasher: Option<Box<blake3::Hasher>>,
     quota_hit: Option<QuotaKind>,
+    /// Pipe ends return [`ChannelError::WouldBlock`] instead of waiting on the thread.
+    nonblocking: bool,
+    /// What a call that would block waits for.
+    wait: Option<PipeWait>,
 }
 
 impl fmt::Debug for ChannelHandle {
@@ -253,6 +276,16 @@ impl ChannelHandle {
             ChannelSource::Stdio(StdStream::Stdout) => Backend::Stdout,
             ChannelSource::Stdio(StdStream::Stderr) => Backend::Stderr,
             ChannelSource::Null => Backend::Null,
+            ChannelSource::Pipe(_) => {
+                return Err(SetupError::Open {
+                    channel: channel.name.to_string(),
+                    path: PathBuf::from("<pipe>"),
+                    error: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a pipe end must be bound by the job runner",
+                    ),
+                });
+            }
             ChannelSource::File(path) if !channel.mode.can_write() => {
                 let open_err = |error| SetupError::Open {
                     channel: channel.name.to_string(),
@@ -293,6 +326,8 @@ impl ChannelHandle {
         let backend = match endpoint {
             Endpoint::Reader(r) => Backend::Reader(r),
             Endpoint::Writer(w) => Backend::Writer(w),
+            Endpoint::PipeReader(r) => Backend::PipeReader(r),
+            Endpoint::PipeWriter(w) => Backend::PipeWriter(Some(w)),
         };
         Self::with_backend(channel, backend)
     }
@@ -314,6 +349,33 @@ impl ChannelHandle {
             counters: Counters::default(),
             hasher: None,
             quota_hit: None,
+            nonblocking: false,
+            wait: None,
+        }
+    }
+
+    /// Makes pipe ends return [`ChannelError::WouldBlock`] rather than wait on the thread
+    /// (for VMs run as futures).
+    pub fn set_nonblocking(&mut self, nonblocking: bool) {
+        self.nonblocking = nonblocking;
+    }
+
+    /// What the last call that would block waits for.
+    pub fn take_wait(&mut self) -> Option<PipeWait> {
+        self.wait.take()
+    }
+
+    fn pipe_error(&mut self, e: PipeError) -> ChannelError {
+        match e {
+            PipeError::WouldBlock(w) => {
+                self.wait = Some(w);
+                ChannelError::WouldBlock(self.name.to_string())
+            }
+            PipeError::Broken => ChannelError::Broken(self.name.to_string()),
+            PipeError::WriterFailed(why) => ChannelError::Io {
+                channel: self.name.to_string(),
+                error: io::Error::other(format!("the writing VM failed: {why}")),
+            },
         }
     }
 
@@ -428,8 +490,19 @@ impl ChannelHandle {
             Backend::Staged { file, .. } => file.read_at(buf, pos),
             Backend::Stdin => io::stdin().lock().read(buf),
             Backend::Reader(r) => r.read(buf),
+            Backend::PipeReader(r) => {
+                let got = if self.nonblocking {
+                    r.try_read(buf)
+                } else {
+                    r.read_blocking(buf)
+                };
+                match got {
+                    Ok(n) => Ok(n),
+                    Err(e) => return Err(self.pipe_error(e)),
+                }
+            }
             Backend::Null => Ok(0),
-            Backend::Stdout | Backend::Stderr | Backend::Writer(_) => {
+            Backend::Stdout | Backend::Stderr | Backend::Writer(_) | Backend::PipeWriter(_) => {
                 return Err(ChannelError::Direction(self.name.to_string()));
             }
         };
@@ -486,8 +559,20 @@ impl ChannelHandle {
             Backend::Stdout => io::stdout().lock().write_all(data).map(|()| data.len()),
             Backend::Stderr => io::stderr().lock().write_all(data).map(|()| data.len()),
             Backend::Writer(w) => w.write_all(data).map(|()| data.len()),
+            Backend::PipeWriter(Some(w)) => {
+                let put = if self.nonblocking {
+                    w.try_write(data)
+                } else {
+                    w.write_blocking(data)
+                };
+                match put {
+                    Ok(n) => Ok(n),
+                    Err(e) => return Err(self.pipe_error(e)),
+                }
+            }
+            Backend::PipeWriter(None) => return Err(ChannelError::Broken(self.name.to_string())),
             Backend::Null => Ok(data.len()),
-            Backend::File(..) | Backend::Stdin | Backend::Reader(_) => {
+            Backend::File(..) | Backend::Stdin | Backend::Reader(_) | Backend::PipeReader(_) => {
                 return Err(ChannelError::Direction(self.name.to_string()));
             }
         };
@@ -519,12 +604,21 @@ impl ChannelHandle {
         result.map_err(|e| self.io_error(e))
     }
 
-    /// Ends the channel: flushes host streams, checks that an input file did not change
+    /// Ends the channel: flushes host streams, ends a pipe's stream (cleanly, or as failed
+    /// with `failure`, the reason the VM failed), checks that an input file did not change
     /// under the guest, and summarises. Staged outputs land (or not) with the transaction.
-    pub fn finish(mut self) -> ChannelSummary {
+    pub fn finish(mut self, failure: Option<&str>) -> ChannelSummary {
         // A flush failure of a host stream cannot be reported to the guest any more; the run
         // summary still stands.
         let _ = self.flush();
+        if let Backend::PipeWriter(w) = &mut self.backend
+            && let Some(w) = w.take()
+        {
+            w.finish(match failure {
+                None => EndOfStream::Clean,
+                Some(why) => EndOfStream::Failed(why.to_string()),
+            });
+        }
         let (output, input_changed) = match &self.backend {
             Backend::Staged { dest, .. } => (Some(dest.clone()), false),
             Backend::File(f, before) => (
@@ -613,7 +707,7 @@ mod tests {
         let c = chan("output", &out, AccessMode::SequentialWrite, unlimited());
         let mut h = ChannelHandle::open(&c, &txn).unwrap();
         h.write(b"hello").unwrap();
-        let s = h.finish();
+        let s = h.finish(None);
         assert!(!out.exists());
         assert_eq!(s.output.as_deref(), Some(out.as_path()));
         txn.commit().unwrap();
@@ -635,7 +729,7 @@ mod tests {
         let c = chan("output", &out, AccessMode::SequentialWrite, unlimited());
         let mut h = ChannelHandle::open(&c, &txn).unwrap();
         h.write(b"new").unwrap();
-        h.finish();
+        h.finish(None);
         txn.abort();
         assert_eq!(std::fs::read(&out).unwrap(), b"old");
         assert_eq!(
@@ -654,7 +748,7 @@ mod tests {
         let c = chan("log", &out, AccessMode::Append, unlimited());
         let mut h = ChannelHandle::open(&c, &txn).unwrap();
         h.write(b"two\n").unwrap();
-        h.finish();
+        h.finish(None);
         txn.commit().unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"one\ntwo\n");
     }
@@ -684,10 +778,10 @@ mod tests {
         let c = chan("input", &input, AccessMode::SequentialRead, unlimited());
         let mut h = open(&c);
         h.read(&mut [0; 4]).unwrap();
-        assert!(!open(&c).finish().input_changed);
+        assert!(!open(&c).finish(None).input_changed);
         std::fs::write(&input, b"version two!").unwrap();
         h.read(&mut [0; 4]).unwrap();
-        assert!(h.finish().input_changed);
+        assert!(h.finish(None).input_changed);
     }
 
     #[test]

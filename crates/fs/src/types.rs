@@ -117,6 +117,8 @@ impl From<ChannelError> for Errno {
             ChannelError::Direction(_) => Errno::Badf,
             ChannelError::NotSeekable(_) => Errno::Spipe,
             ChannelError::Io { error, .. } => Errno::from_host(&error),
+            ChannelError::WouldBlock(_) => Errno::Again,
+            ChannelError::Broken(_) => Errno::Pipe,
         }
     }
 }

@@ -1794,11 +1794,25 @@ impl Fs {
             .map_err(|e| format!("cannot write the tar file: {e}"))
     }
 
-    /// Closes everything and ends every channel. Summaries come in manifest order; staged
+    /// Closes everything and ends every channel; pipes the guest wrote end cleanly, or as
+    /// failed with `failure` (why the VM failed). Summaries come in manifest order; staged
     /// outputs land (or not) with the run's transaction.
-    pub fn finish(mut self) -> Vec<ChannelSummary> {
+    pub fn finish(mut self, failure: Option<&str>) -> Vec<ChannelSummary> {
         self.fds.clear();
-        self.channels.drain(..).map(ChannelHandle::finish).collect()
+        self.channels.drain(..).map(|c| c.finish(failure)).collect()
+    }
+
+    /// Makes every pipe end of this VM return `EAGAIN` instead of waiting on the thread; the
+    /// caller then awaits [`Fs::take_wait`] (VMs run as futures).
+    pub fn set_nonblocking(&mut self) {
+        for c in &mut self.channels {
+            c.set_nonblocking(true);
+        }
+    }
+
+    /// What the last call that returned `EAGAIN` on a pipe waits for.
+    pub fn take_wait(&mut self) -> Option<zvm_channel::PipeWait> {
+        self.channels.iter_mut().find_map(ChannelHandle::take_wait)
     }
 
     /// The channels, for reading counters during or after a run.

@@ -99,6 +99,10 @@ pub(crate) fn render(m: &Manifest) -> String {
         if let ChannelSource::File(p) = &c.source {
             let _ = writeln!(w, "path = {}", path(p));
         }
+        // Only job members have pipes; their canonical form names the pipe by its index.
+        if let ChannelSource::Pipe(i) = c.source {
+            let _ = writeln!(w, "pipe = {i}");
+        }
         // Quotas of a direction the mode lacks never apply, and the TOML format refuses them;
         // leaving them out also gives such manifests the same bytes.
         if c.mode.can_read() {

@@ -423,6 +423,8 @@ pub enum ChannelSource {
     Stdio(StdStream),
     /// Nothing: reads see end of file, writes are discarded (still counted and hashed).
     Null,
+    /// One end of a pipe of a job (the index into [`Job::pipes`]); the job runner binds it.
+    Pipe(u32),
 }
 
 /// How the guest may use a channel; covers ZeroVM's four channel types and both directions.
@@ -621,4 +623,46 @@ pub struct Export {
     pub guest: String,
     /// The host tar file, resolved against the manifest's directory.
     pub path: PathBuf,
+}
+
+/// A resolved job: a graph of VMs ("members") connected by one-way pipes. Groups with a
+/// wildcard input or a count have already been expanded into members, every member has a
+/// complete VM manifest, and every pipe is declared as a channel on both of its ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The job's name (from the file, else the file's stem).
+    pub name: String,
+    /// Members in a stable order: groups in declaration order, members in index order.
+    pub members: Vec<Member>,
+    /// Pipes, in a stable order: by writer member, then by reader member.
+    pub pipes: Vec<Pipe>,
+    /// How many times a member lost to a host fault (not to its own failure) is re-run.
+    pub retries: u32,
+}
+
+/// One VM of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// `group` when the group has one member and no wildcard, else `group-<i>` (from 1).
+    pub name: String,
+    /// The group it comes from.
+    pub group: String,
+    /// Its VM manifest: the group's program, args, env, limits and channels, with wildcards
+    /// resolved, plus one [`ChannelSource::Pipe`] channel per pipe end: `out/<reader member>`
+    /// (mode `write`) for each pipe it writes, `in/<writer member>` (mode `read`) for each
+    /// pipe it reads.
+    pub manifest: Manifest,
+}
+
+/// A one-way pipe between two members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pipe {
+    /// Index of the writing member in [`Job::members`].
+    pub from: usize,
+    /// Index of the reading member.
+    pub to: usize,
+    /// The writer's channel: `out/<reader member name>`.
+    pub writer: ChannelName,
+    /// The reader's channel: `in/<writer member name>`.
+    pub reader: ChannelName,
 }

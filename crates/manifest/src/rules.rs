@@ -238,6 +238,9 @@ pub(crate) fn etag_problem(
         ChannelSource::Null => Some(format!(
             "channel `{name}`: `etag` pins a host file's content, but the channel is `null = true`; {fix}"
         )),
+        ChannelSource::Pipe(_) => Some(format!(
+            "channel `{name}`: `etag` pins a host file's content, but the channel is a pipe; {fix}"
+        )),
         ChannelSource::File(_) if mode.can_write() => Some(format!(
             "channel `{name}`: `etag` pins an input, but mode `{}` writes; use mode `read` or `random-read`",
             mode.as_str()

@@ -78,6 +78,10 @@ pub const MAX_WASM_STACK: usize = 512 << 10;
 /// threads (2 MiB) and the main thread's (8 MiB) both exceed it.
 pub const MIN_THREAD_STACK: usize = MAX_WASM_STACK + (512 << 10);
 
+/// Fuel between two yields of a VM run as a future ([`Program::run_async`]): about ten
+/// milliseconds of computation, so that a busy VM lets the others on its thread move.
+pub const ASYNC_YIELD_FUEL: u64 = 10_000_000;
+
 /// Frames kept in a trap's backtrace: enough to see where a program failed without
 /// letting deep recursion produce megabytes of report.
 pub const MAX_BACKTRACE_FRAMES: usize = 64;
@@ -289,6 +293,8 @@ impl Drop for Ticker {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<VmState>,
+    /// The host for VMs run as futures ([`Program::run_async`]).
+    linker_async: Linker<VmState>,
     cache: Option<cache::ModuleCache>,
     allocator: Allocator,
     journal: Option<Journal>,
@@ -342,6 +348,8 @@ impl Runtime {
         let engine = Engine::new(&engine_config).map_err(Error::engine)?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(Error::engine)?;
+        let mut linker_async = Linker::new(&engine);
+        wasi::add_to_linker_async(&mut linker_async).map_err(Error::engine)?;
         let cache = config
             .cache_dir
             .map(|dir| cache::ModuleCache::new(dir, &engine));
@@ -349,6 +357,7 @@ impl Runtime {
             _ticker: Ticker::start(&engine),
             engine,
             linker,
+            linker_async,
             cache,
             allocator: config.allocator,
             journal: config.journal,
@@ -465,6 +474,10 @@ impl Runtime {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| refused(format!("{e:#}")))?;
+        let pre_async = self
+            .linker_async
+            .instantiate_pre(&module)
+            .map_err(|e| refused(format!("{e:#}")))?;
         // Resolved once here so that each run finds its exports without a name lookup.
         let start = module
             .get_export_index("_start")
@@ -477,6 +490,7 @@ impl Runtime {
             hash,
             validation,
             pre,
+            pre_async,
             start,
             memory,
             pool: match self.allocator {
@@ -494,6 +508,7 @@ pub struct Program {
     hash: ContentHash,
     validation: Validation,
     pre: InstancePre<VmState>,
+    pre_async: InstancePre<VmState>,
     pool: Option<PoolConfig>,
     start: wasmtime::ModuleExport,
     memory: Option<wasmtime::ModuleExport>,
@@ -592,8 +607,58 @@ impl Program {
         self.validation
     }
 
-    /// Runs one VM. See the crate documentation for what is an error and what is a state.
-    pub fn run(&self, manifest: &Manifest, mut io: RunIo) -> Result<Report, Error> {
+    /// Runs one VM on this thread. See the crate documentation for what is an error and
+    /// what is a state.
+    pub fn run(&self, manifest: &Manifest, io: RunIo) -> Result<Report, Error> {
+        let (mut store, run) = self.prepare(manifest, io, false)?;
+        let outcome = match self.pre.instantiate(&mut store) {
+            // A bug in zvm's host must not take the embedding process down with the guest:
+            // a panic becomes an error of this run (its staged outputs are dropped unseen).
+            Ok(instance) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.start(&mut store, instance)
+            }))
+            .map_err(|panic| Error::Internal(panic_text(&*panic)))?,
+            Err(e) => Err(self.instantiate_error(e)?),
+        };
+        self.conclude(manifest, store, run, outcome)
+    }
+
+    /// Runs one VM as a future: a guest blocked on a pipe yields its thread to other VMs
+    /// (see [`zvm_channel::pipe`]), and a long computation yields every
+    /// [`ASYNC_YIELD_FUEL`] units of fuel, so that thousands of VMs share a few threads.
+    /// Otherwise the same as [`Program::run`].
+    pub async fn run_async(&self, manifest: &Manifest, io: RunIo) -> Result<Report, Error> {
+        let (mut store, run) = self.prepare(manifest, io, true)?;
+        store
+            .fuel_async_yield_interval(Some(ASYNC_YIELD_FUEL))
+            .map_err(Error::engine)?;
+        let outcome = match self.pre_async.instantiate_async(&mut store).await {
+            Ok(instance) => self.start_async(&mut store, instance).await,
+            Err(e) => Err(self.instantiate_error(e)?),
+        };
+        self.conclude(manifest, store, run, outcome)
+    }
+
+    /// A failed instantiation: a host capacity limit is an error of the caller's; anything
+    /// else is the guest's failure (a trap in a start function, a data segment out of
+    /// bounds...), reported as its state.
+    fn instantiate_error(&self, e: wasmtime::Error) -> Result<wasmtime::Error, Error> {
+        if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+            return Err(Error::PoolExhausted {
+                slots: self.pool.map(|p| p.slots).unwrap_or(0),
+            });
+        }
+        Ok(e)
+    }
+
+    /// Everything before the guest starts: the transaction, staged writable directories,
+    /// channels, the guest's world and the store with its limits.
+    fn prepare(
+        &self,
+        manifest: &Manifest,
+        mut io: RunIo,
+        nonblocking: bool,
+    ) -> Result<(Store<VmState>, RunState), Error> {
         let started = Instant::now();
         if let Some(pool) = self.pool
             && manifest.limits.memory > pool.max_memory
@@ -645,7 +710,7 @@ impl Program {
                 None => ChannelHandle::open(ch, &txn)?,
             });
         }
-        let fs = Fs::new(WorldConfig {
+        let mut fs = Fs::new(WorldConfig {
             channels,
             mounts: &mounts,
             shared_inodes,
@@ -653,6 +718,9 @@ impl Program {
             clock: manifest.clock,
             seed: manifest.seed,
         })?;
+        if nonblocking {
+            fs.set_nonblocking();
+        }
         let mut args = Vec::with_capacity(manifest.args.len() + 1);
         args.push(manifest.argv0.clone());
         args.extend(manifest.args.iter().cloned());
@@ -680,28 +748,31 @@ impl Program {
         store.set_fuel(limits.fuel).map_err(Error::engine)?;
         let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
+        Ok((
+            store,
+            RunState {
+                started,
+                own_txn,
+                txn,
+            },
+        ))
+    }
 
-        let outcome = match self.pre.instantiate(&mut store) {
-            // A bug in zvm's host must not take the embedding process down with the guest:
-            // a panic becomes an error of this run (its staged outputs are dropped unseen).
-            Ok(instance) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.start(&mut store, instance)
-            }))
-            .map_err(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Error::Internal(what)
-            })?,
-            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
-                return Err(Error::PoolExhausted {
-                    slots: self.pool.map(|p| p.slots).unwrap_or(0),
-                });
-            }
-            Err(e) => Err(e),
-        };
+    /// Everything after the guest ends: the state, the commit, the report.
+    fn conclude(
+        &self,
+        manifest: &Manifest,
+        store: Store<VmState>,
+        run: RunState,
+        outcome: wasmtime::Result<()>,
+    ) -> Result<Report, Error> {
+        let RunState {
+            started,
+            own_txn,
+            txn,
+        } = run;
+        let limits = manifest.limits;
+
         let fuel_left = store.get_fuel().unwrap_or(0);
         let memory_etag = if manifest.memory_etag {
             store
@@ -726,7 +797,8 @@ impl Program {
                 exports.push(export(&state_data.fs, &txn, e)?);
             }
         }
-        let summaries = state_data.fs.finish();
+        let failure = (!state.is_ok()).then(|| state.to_string());
+        let summaries = state_data.fs.finish(failure.as_deref());
         if let Some(changed) = summaries.iter().find(|s| s.input_changed) {
             // Whatever the policy: outputs computed from a torn input are not results.
             state = State::InputChanged {
@@ -779,6 +851,27 @@ impl Program {
         })
     }
 
+    async fn start_async(
+        &self,
+        store: &mut Store<VmState>,
+        instance: wasmtime::Instance,
+    ) -> wasmtime::Result<()> {
+        let memory = self
+            .memory
+            .as_ref()
+            .and_then(|m| instance.get_module_export(&mut *store, m))
+            .and_then(wasmtime::Extern::into_memory);
+        store.data_mut().memory = memory;
+        let start = instance
+            .get_module_export(&mut *store, &self.start)
+            .and_then(wasmtime::Extern::into_func)
+            .ok_or_else(|| wasmtime::Error::msg("`_start` is not a function"))?;
+        start
+            .typed::<(), ()>(&*store)?
+            .call_async(&mut *store, ())
+            .await
+    }
+
     fn start(
         &self,
         store: &mut Store<VmState>,
@@ -796,6 +889,22 @@ impl Program {
             .ok_or_else(|| wasmtime::Error::msg("`_start` is not a function"))?;
         start.typed::<(), ()>(&*store)?.call(&mut *store, ())
     }
+}
+
+/// What [`Program::prepare`] hands to [`Program::conclude`].
+struct RunState {
+    started: Instant,
+    own_txn: bool,
+    txn: Arc<Transaction>,
+}
+
+/// The message of a panic payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Writes one export into a file staged in `txn`, hashing it on the way.

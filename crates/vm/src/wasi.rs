@@ -186,6 +186,63 @@ fn encode_dirents(entries: &[Dirent], cookie: u64, out: &mut Vec<u8>, max: usize
 }
 
 /// Adds every preview1 function to `linker`.
+/// The host for VMs run as futures ([`crate::Program::run_async`]): the same functions, but
+/// `fd_read` and `fd_write` on a pipe that cannot move bytes now await the other end instead
+/// of returning `EAGAIN`, so that the guest sees an ordinary blocking call while its thread
+/// runs other VMs.
+pub fn add_to_linker_async(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
+    add_to_linker(linker)?;
+    linker.allow_shadowing(true);
+    linker.func_wrap_async(
+        MODULE,
+        "fd_read",
+        |mut c: Caller<'_, VmState>, (fd, iovs, n, out): (u32, u32, u32, u32)| {
+            Box::new(async move {
+                loop {
+                    let r = with(&mut c, |m, s| {
+                        let (ptr, len) = m.first_iovec(iovs, n)?;
+                        let got = fs(s).read(fd, m.slice_mut(ptr, len)?)?;
+                        m.put_u32(out, got as u32)
+                    });
+                    match pipe_wait(&mut c, r) {
+                        Some(wait) => wait.await,
+                        None => return r,
+                    }
+                }
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "fd_write",
+        |mut c: Caller<'_, VmState>, (fd, iovs, n, out): (u32, u32, u32, u32)| {
+            Box::new(async move {
+                loop {
+                    let r = with(&mut c, |m, s| {
+                        let (ptr, len) = m.first_iovec(iovs, n)?;
+                        let put = fs(s).write(fd, m.slice(ptr, len)?)?;
+                        m.put_u32(out, put as u32)
+                    });
+                    match pipe_wait(&mut c, r) {
+                        Some(wait) => wait.await,
+                        None => return r,
+                    }
+                }
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The pipe to await when a call returned `EAGAIN` because a pipe could not move bytes.
+fn pipe_wait(c: &mut Caller<'_, VmState>, result: i32) -> Option<zvm_channel::PipeWait> {
+    if result != Errno::Again.raw() as i32 {
+        return None;
+    }
+    c.data_mut().fs.take_wait()
+}
+
 pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         MODULE,
