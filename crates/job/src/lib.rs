@@ -17,6 +17,8 @@
 //!   than waiting for timeouts. A member whose wall-clock timeout passes while it waits on a
 //!   pipe is stopped too (wasm's own timeout only interrupts running code).
 
+pub mod cluster;
+pub mod remote;
 pub mod report;
 
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ pub enum Error {
     Threads(std::io::Error),
     #[error(transparent)]
     Commit(#[from] zvm_txn::Error),
+    #[error("worker: {0}")]
+    Worker(String),
 }
 
 /// How to run a job.
@@ -98,27 +102,86 @@ struct Captured {
     stderr: Option<SharedBuffer>,
 }
 
-/// Runs `job`: every member at once, pipes between them, outputs committed only if every
-/// member succeeds. Members' standard output and error (when not bound to files) are
-/// returned in the report, in member order.
+/// The members one process runs, and the pipe ends they hold, by member index.
+pub(crate) struct Share {
+    pub members: Vec<usize>,
+    pub endpoints: HashMap<usize, Vec<(String, Endpoint)>>,
+}
+
+/// Runs `job`: every member at once in this process, pipes between them, outputs committed
+/// only if every member succeeds. Members' standard output and error (when not bound to
+/// files) are returned in the report, in member order.
 pub fn run(runtime: &Runtime, job: &Job, options: &JobOptions) -> Result<JobReport, Error> {
     let started = Instant::now();
-    let programs = load_programs(runtime, job)?;
+    let all: Vec<usize> = (0..job.members.len()).collect();
+    let programs = load_programs(runtime, job, &all)?;
     let txn = Arc::new(runtime.transaction());
     let monitor = Arc::new(PipeMonitor::default());
-
-    let mut endpoints: Vec<Vec<(String, Endpoint)>> =
-        (0..job.members.len()).map(|_| Vec::new()).collect();
+    let mut endpoints: HashMap<usize, Vec<(String, Endpoint)>> = HashMap::new();
     for p in &job.pipes {
         let (w, r) = zvm_channel::pipe::pipe_monitored(monitor.clone());
-        endpoints[p.from].push((p.writer.to_string(), Endpoint::PipeWriter(w)));
-        endpoints[p.to].push((p.reader.to_string(), Endpoint::PipeReader(r)));
+        endpoints
+            .entry(p.from)
+            .or_default()
+            .push((p.writer.to_string(), Endpoint::PipeWriter(w)));
+        endpoints
+            .entry(p.to)
+            .or_default()
+            .push((p.reader.to_string(), Endpoint::PipeReader(r)));
     }
-    let mut captured = Vec::with_capacity(job.members.len());
-    let mut ios = Vec::with_capacity(job.members.len());
-    for (member, pipes) in job.members.iter().zip(endpoints) {
+    let share = Share {
+        members: all,
+        endpoints,
+    };
+    let rt = threads(options)?;
+    let members = rt.block_on(run_share(
+        job, &programs, share, &txn, &monitor, options, true,
+    ));
+    drop(rt);
+    let members: Vec<MemberReport> = members.into_iter().map(|(_, m)| m).collect();
+    let outcome = if members.iter().all(MemberReport::is_ok) {
+        txn.commit()?;
+        JobOutcome::Ok
+    } else {
+        txn.abort();
+        report::failure(&members)
+    };
+    Ok(JobReport::new(
+        job,
+        outcome,
+        members,
+        monitor.transferred(),
+        started.elapsed(),
+    ))
+}
+
+/// The tokio runtime members run on: `options.threads` threads.
+pub(crate) fn threads(options: &JobOptions) -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
+        .thread_name("zvm-job")
+        .enable_all()
+        .build()
+        .map_err(Error::Threads)
+}
+
+/// Runs the members of `share` (staging their outputs in `txn`) until all have ended, or
+/// one fails (the others are then cancelled); returns their reports in member order.
+pub(crate) async fn run_share(
+    job: &Job,
+    programs: &HashMap<usize, Arc<Program>>,
+    mut share: Share,
+    txn: &Arc<zvm_vm::Transaction>,
+    monitor: &PipeMonitor,
+    options: &JobOptions,
+    detect_deadlocks: bool,
+) -> Vec<(usize, MemberReport)> {
+    let mut captured = Vec::with_capacity(share.members.len());
+    let mut ios = Vec::with_capacity(share.members.len());
+    for &i in &share.members {
+        let member = &job.members[i];
         let mut io = RunIo::default().in_transaction(txn.clone());
-        for (name, endpoint) in pipes {
+        for (name, endpoint) in share.endpoints.remove(&i).unwrap_or_default() {
             io = io.bind(&name, endpoint);
         }
         let mut cap = Captured {
@@ -147,65 +210,45 @@ pub fn run(runtime: &Runtime, job: &Job, options: &JobOptions) -> Result<JobRepo
             }
         }
         captured.push(cap);
-        ios.push(io);
+        ios.push((i, io));
     }
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads.max(1))
-        .thread_name("zvm-job")
-        .enable_time()
-        .build()
-        .map_err(Error::Threads)?;
-    let outcomes = rt.block_on(drive(job, &programs, ios, &monitor, options));
-    drop(rt);
-
-    let mut members = Vec::with_capacity(job.members.len());
-    let mut failure = None;
-    for (i, (member, outcome)) in job.members.iter().zip(outcomes).enumerate() {
-        let cap = &captured[i];
-        let (report, error) = match outcome {
-            Outcome::Finished(Ok(report)) => (Some(report), None),
-            Outcome::Finished(Err(e)) => (None, Some(e.to_string())),
-            Outcome::TimedOut => (None, Some("timed out waiting on a pipe".into())),
-            Outcome::Cancelled(why) => (None, Some(why)),
+    let mut outcomes = drive(job, programs, ios, monitor, options, detect_deadlocks).await;
+    let mut out = Vec::with_capacity(share.members.len());
+    for (k, &i) in share.members.iter().enumerate() {
+        let member = &job.members[i];
+        let cap = &captured[k];
+        let (report, error) = match outcomes.remove(&i) {
+            Some(Outcome::Finished(Ok(report))) => (Some(report), None),
+            Some(Outcome::Finished(Err(e))) => (None, Some(e.to_string())),
+            Some(Outcome::TimedOut) => (None, Some("timed out waiting on a pipe".into())),
+            Some(Outcome::Cancelled(why)) => (None, Some(why)),
+            None => (None, Some("cancelled".into())),
         };
-        let ok = report.as_ref().is_some_and(|r| r.state.is_ok());
-        members.push(MemberReport {
-            name: member.name.clone(),
-            group: member.group.clone(),
-            report,
-            error,
-            stdout: cap.stdout.as_ref().map(SharedBuffer::contents),
-            stderr: cap.stderr.as_ref().map(SharedBuffer::contents),
-        });
-        if !ok && failure.is_none() {
-            failure = Some(i);
-        }
+        out.push((
+            i,
+            MemberReport {
+                name: member.name.clone(),
+                group: member.group.clone(),
+                report,
+                error,
+                stdout: cap.stdout.as_ref().map(SharedBuffer::contents),
+                stderr: cap.stderr.as_ref().map(SharedBuffer::contents),
+            },
+        ));
     }
-    let outcome = match failure {
-        None => {
-            txn.commit()?;
-            JobOutcome::Ok
-        }
-        Some(_) => {
-            txn.abort();
-            report::failure(&members)
-        }
-    };
-    Ok(JobReport::new(
-        job,
-        outcome,
-        members,
-        monitor.transferred(),
-        started.elapsed(),
-    ))
+    out
 }
 
-/// Loads each distinct program of the job once.
-fn load_programs(runtime: &Runtime, job: &Job) -> Result<Vec<Arc<Program>>, Error> {
+/// Loads each distinct program of these members once.
+pub(crate) fn load_programs(
+    runtime: &Runtime,
+    job: &Job,
+    members: &[usize],
+) -> Result<HashMap<usize, Arc<Program>>, Error> {
     let mut by_path: HashMap<PathBuf, Arc<Program>> = HashMap::new();
-    let mut out = Vec::with_capacity(job.members.len());
-    for m in &job.members {
+    let mut out = HashMap::with_capacity(members.len());
+    for &i in members {
+        let m = &job.members[i];
         let p = &m.manifest.program;
         let program = match by_path.get(&p.path) {
             Some(program) => program.clone(),
@@ -220,7 +263,7 @@ fn load_programs(runtime: &Runtime, job: &Job) -> Result<Vec<Arc<Program>>, Erro
                 program
             }
         };
-        out.push(program);
+        out.insert(i, program);
     }
     Ok(out)
 }
@@ -237,15 +280,17 @@ enum Outcome {
 /// Runs every member to its end, or until one fails (then the others are cancelled).
 async fn drive(
     job: &Job,
-    programs: &[Arc<Program>],
-    ios: Vec<RunIo>,
+    programs: &HashMap<usize, Arc<Program>>,
+    ios: Vec<(usize, RunIo)>,
     monitor: &PipeMonitor,
     options: &JobOptions,
-) -> Vec<Outcome> {
+    detect_deadlocks: bool,
+) -> HashMap<usize, Outcome> {
     let mut set = tokio::task::JoinSet::new();
     let mut tasks = HashMap::new();
-    for (i, io) in ios.into_iter().enumerate() {
-        let program = programs[i].clone();
+    let total = ios.len();
+    for (i, io) in ios {
+        let program = programs[&i].clone();
         let manifest = job.members[i].manifest.clone();
         // Wasm's own timeout interrupts running code; this one also ends a member
         // suspended on a pipe. A little later, so that the former wins when both apply.
@@ -258,8 +303,7 @@ async fn drive(
         });
         tasks.insert(handle.id(), i);
     }
-    let total = job.members.len();
-    let mut outcomes: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
+    let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
     let mut done = 0;
     let mut stop: Option<String> = None;
     let mut quiet_since: Option<(Instant, u64)> = None;
@@ -284,7 +328,7 @@ async fn drive(
                 if !ok {
                     stop = Some(format!("cancelled: member `{}` failed", job.members[i].name));
                 }
-                outcomes[i] = Some(outcome);
+                outcomes.insert(i, outcome);
                 done += 1;
             }
             _ = ticker.tick() => {
@@ -293,12 +337,18 @@ async fn drive(
                     f(&Progress { members: total, done, pipe_bytes: moved });
                 }
                 let live = total - done;
-                if live > 0 && monitor.waiting() >= live {
+                if detect_deadlocks && live > 0 && monitor.waiting() >= live {
                     match quiet_since {
                         Some((since, bytes)) if bytes == moved => {
                             if since.elapsed() >= DEADLOCK_AFTER {
-                                let waiting: Vec<String> = (0..total)
-                                    .filter(|i| outcomes[*i].is_none())
+                                let mut waiting: Vec<usize> = tasks
+                                    .values()
+                                    .copied()
+                                    .filter(|i| !outcomes.contains_key(i))
+                                    .collect();
+                                waiting.sort_unstable();
+                                let waiting: Vec<String> = waiting
+                                    .into_iter()
                                     .map(|i| format!("`{}`", job.members[i].name))
                                     .collect();
                                 stop = Some(format!(
@@ -319,8 +369,10 @@ async fn drive(
     set.abort_all();
     while set.join_next().await.is_some() {}
     let why = stop.unwrap_or_else(|| "cancelled".into());
+    for i in tasks.into_values() {
+        outcomes
+            .entry(i)
+            .or_insert_with(|| Outcome::Cancelled(why.clone()));
+    }
     outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::Cancelled(why.clone())))
-        .collect()
 }

@@ -48,6 +48,11 @@ pub struct MemberReport {
 }
 
 impl MemberReport {
+    /// Whether it ran to an end in state `ok`.
+    pub fn is_ok(&self) -> bool {
+        self.report.as_ref().is_some_and(|r| r.state.is_ok())
+    }
+
     /// The member's state as one line.
     pub fn state_text(&self) -> String {
         match (&self.report, &self.error) {
@@ -78,6 +83,10 @@ pub struct JobReport {
     pub outcome_text: String,
     /// Whether the job's outputs landed.
     pub committed: bool,
+    /// Worker processes the members ran in (1: all in this process).
+    pub processes: usize,
+    /// Attempts it took (more than 1 when a worker was lost and the members ran again).
+    pub attempts: u32,
     pub totals: Totals,
     pub members: Vec<MemberReport>,
 }
@@ -107,6 +116,8 @@ impl JobReport {
             version: JOB_REPORT_VERSION,
             job: job.name.clone(),
             committed: outcome == JobOutcome::Ok,
+            processes: 1,
+            attempts: 1,
             outcome_text: outcome.to_string(),
             outcome,
             totals,
@@ -136,6 +147,11 @@ impl JobReport {
             s,
             "committed   {}",
             if self.committed { "yes" } else { "no" }
+        );
+        let _ = writeln!(
+            s,
+            "processes   {} (attempts: {})",
+            self.processes, self.attempts
         );
         let t = &self.totals;
         let _ = writeln!(

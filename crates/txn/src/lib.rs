@@ -790,6 +790,55 @@ impl Transaction {
         Ok(())
     }
 
+    /// Takes over a file another transaction staged for `dest` (another process of the same
+    /// job, say): from now on this transaction commits or removes it. The other transaction
+    /// must then [`detach`](Transaction::detach) (after this call, so that a crash between
+    /// the two leaves the file recorded in at least one journal).
+    pub fn adopt(&self, dest: &Path, temp: &Path) -> Result<(), Error> {
+        let err = |error| Error::Stage {
+            path: dest.to_path_buf(),
+            error,
+        };
+        if parent_of(dest) != parent_of(temp) {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a staged file must sit beside its destination",
+            )));
+        }
+        let mut inner = self.lock();
+        self.record(
+            &mut inner,
+            &Record::Stage {
+                kind: Kind::File,
+                temp: PathText(temp.to_path_buf()),
+                dest: PathText(dest.to_path_buf()),
+            },
+            false,
+        )
+        .map_err(err)?;
+        inner.entries.push(Entry {
+            kind: Kind::File,
+            temp: temp.to_path_buf(),
+            dest: dest.to_path_buf(),
+            file: None,
+        });
+        Ok(())
+    }
+
+    /// Gives up this transaction's staged files without removing them: another transaction
+    /// has [adopted](Transaction::adopt) them. Its journal goes away.
+    pub fn detach(&self) {
+        let mut inner = self.lock();
+        if inner.phase != Phase::Open {
+            return;
+        }
+        inner.phase = Phase::Aborted;
+        inner.entries.clear();
+        if let Some(log) = inner.log.take() {
+            let _ = std::fs::remove_file(&log.path);
+        }
+    }
+
     /// Removes every staged output; the destinations were never touched.
     pub fn abort(&self) {
         let mut inner = self.lock();
@@ -1004,6 +1053,33 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].outcome, Outcome::RolledBack);
         assert!(names(dir.path()).is_empty());
+        assert!(names(state.path()).is_empty());
+    }
+
+    #[test]
+    fn adopted_files_commit_with_the_adopter() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let journal = Journal::open(state.path()).unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let worker = Transaction::new(Some(journal.clone()));
+        let mut staged = worker.stage_file(&a, false).unwrap();
+        staged.file.write_all(b"from the worker").unwrap();
+        let coordinator = Transaction::new(Some(journal.clone()));
+        coordinator.adopt(&a, &staged.temp).unwrap();
+        coordinator
+            .stage_file(&b, false)
+            .unwrap()
+            .file
+            .write_all(b"own")
+            .unwrap();
+        worker.detach();
+        drop(worker);
+        assert!(staged.temp.exists(), "detaching keeps the file");
+        coordinator.commit().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"from the worker");
+        assert_eq!(std::fs::read(&b).unwrap(), b"own");
+        assert_eq!(names(dir.path()), ["a", "b"]);
         assert!(names(state.path()).is_empty());
     }
 
