@@ -27,7 +27,7 @@ pub(crate) const FORMAT_VERSION: i64 = 1;
 pub(crate) struct RawManifest {
     /// Already checked by [`check_version`].
     #[serde(rename = "version")]
-    _version: IgnoredAny,
+    pub _version: IgnoredAny,
     pub program: Option<Spanned<RawProgram>>,
     pub argv0: Option<Spanned<String>>,
     pub args: Option<Vec<Spanned<String>>>,
@@ -171,14 +171,46 @@ impl<'de> Deserialize<'de> for RawProgram {
     }
 }
 
-/// Parses the text into a [`RawManifest`]: TOML syntax, the version, then the shape.
+/// Parses the text into a [`RawManifest`]: TOML syntax, the version, keys that belong to
+/// jobs, then the shape.
 pub(crate) fn parse(t: TomlText<'_>) -> Result<RawManifest, Error> {
     let table = DeTable::parse(t.text).map_err(|e| syntax_error(t, &e))?;
-    check_version(t, &table)?;
+    check_version(t, &table, "manifest")?;
+    refuse_pipe_keys(t, table.get_ref(), "channel", "VM manifests")?;
     RawManifest::deserialize(toml::de::Deserializer::from(table)).map_err(|e| shape_error(t, &e))
 }
 
-fn syntax_error(t: TomlText<'_>, e: &toml::de::Error) -> Error {
+/// A `pipe` key in a channel table is refused with its reason rather than as an unknown key:
+/// the canonical form of a job member's manifest writes `pipe = <index>` for its pipe ends,
+/// and that text must not read back as a VM manifest, since a pipe's other end is another VM
+/// that only a job declares. `array` is the key of the channel array in `table`; `what` says
+/// who was wrong to use it.
+pub(crate) fn refuse_pipe_keys(
+    t: TomlText<'_>,
+    table: &DeTable<'_>,
+    array: &str,
+    what: &str,
+) -> Result<(), Error> {
+    let Some(DeValue::Array(channels)) = table.get(array).map(Spanned::get_ref) else {
+        return Ok(());
+    };
+    for channel in channels.iter() {
+        let DeValue::Table(channel) = channel.get_ref() else {
+            continue;
+        };
+        if let Some((key, _)) = channel.iter().find(|(k, _)| k.get_ref() == "pipe") {
+            return Err(t.error(
+                key.span(),
+                format!(
+                    "`pipe` in `[[channel]]`: pipes are declared by jobs (`connect`), not by {what}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn syntax_error(t: TomlText<'_>, e: &toml::de::Error) -> Error {
     let span = e.span().unwrap_or(0..0);
     let mut message = e.message().to_string();
     // The parser's own "duplicate key" does not say which; its span covers the key.
@@ -190,8 +222,13 @@ fn syntax_error(t: TomlText<'_>, e: &toml::de::Error) -> Error {
     t.error(span, message)
 }
 
-/// `version` must exist, come first, and be [`FORMAT_VERSION`].
-fn check_version(t: TomlText<'_>, table: &Spanned<DeTable<'_>>) -> Result<(), Error> {
+/// `version` must exist, come first, and be [`FORMAT_VERSION`]. `what` names the kind of
+/// document in messages (`manifest`, `job`).
+pub(crate) fn check_version(
+    t: TomlText<'_>,
+    table: &Spanned<DeTable<'_>>,
+    what: &str,
+) -> Result<(), Error> {
     let first = table.get_ref().iter().min_by_key(|(k, _)| k.span().start);
     let Some((key, value)) = table
         .get_ref()
@@ -222,7 +259,7 @@ fn check_version(t: TomlText<'_>, table: &Spanned<DeTable<'_>>) -> Result<(), Er
         DeValue::Integer(_) => Err(t.error(
             value.span(),
             format!(
-                "unsupported manifest version {}, this zvm reads version {FORMAT_VERSION}",
+                "unsupported {what} version {}, this zvm reads version {FORMAT_VERSION}",
                 &t.text[value.span()]
             ),
         )),
@@ -247,20 +284,33 @@ pub(crate) fn a_type(name: &str) -> String {
 }
 
 /// One step of a path from the document root to a value.
-enum Step {
+pub(crate) enum Step {
     Key(String),
-    Index,
+    Index(usize),
 }
 
 /// Whether a span matched a key itself or the value under it.
 #[derive(PartialEq)]
-enum Hit {
+pub(crate) enum Hit {
     Key,
     Value,
 }
 
-/// Finds the key or value at exactly `span`, depth first.
-fn locate(table: &DeTable<'_>, span: &Range<usize>, path: &mut Vec<Step>) -> Option<Hit> {
+/// The syntax a document was written in, for naming its tables the way its author would.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    /// `` `[[channel]]` ``, `` `[limits]` ``.
+    Toml,
+    /// `` `channel[0]` ``, `` `limits` ``.
+    Json,
+}
+
+/// Finds the key or value at exactly `span`, depth first, and the path to it.
+pub(crate) fn locate(
+    table: &DeTable<'_>,
+    span: &Range<usize>,
+    path: &mut Vec<Step>,
+) -> Option<Hit> {
     for (k, v) in table.iter() {
         path.push(Step::Key(k.get_ref().to_string()));
         if k.span() == *span {
@@ -274,7 +324,7 @@ fn locate(table: &DeTable<'_>, span: &Range<usize>, path: &mut Vec<Step>) -> Opt
     None
 }
 
-fn locate_value(
+pub(crate) fn locate_value(
     v: &Spanned<DeValue<'_>>,
     span: &Range<usize>,
     path: &mut Vec<Step>,
@@ -282,8 +332,8 @@ fn locate_value(
     // Deepest match first: an array of tables shares its span with its first table.
     let inner = match v.get_ref() {
         DeValue::Table(t) => locate(t, span, path),
-        DeValue::Array(a) => a.iter().find_map(|item| {
-            path.push(Step::Index);
+        DeValue::Array(a) => a.iter().enumerate().find_map(|(i, item)| {
+            path.push(Step::Index(i));
             let hit = locate_value(item, span, path);
             if hit.is_none() {
                 path.pop();
@@ -295,42 +345,61 @@ fn locate_value(
     inner.or_else(|| (v.span() == *span).then_some(Hit::Value))
 }
 
-/// How a user would name the table at `path`: `` `[limits]` `` or `` `[[channel]]` ``.
-fn table_name(path: &[Step]) -> String {
-    let keys: Vec<&str> = path
-        .iter()
-        .filter_map(|s| match s {
-            Step::Key(k) => Some(k.as_str()),
-            Step::Index => None,
-        })
-        .collect();
-    if matches!(path.last(), Some(Step::Index)) {
-        format!("`[[{}]]`", keys.join("."))
-    } else {
-        format!("`[{}]`", keys.join("."))
+/// How a user would name the table at `path`: `` `[limits]` `` or `` `[[channel]]` `` in
+/// TOML, `` `limits` `` or `` `channel[1]` `` in JSON (whose users count from 0).
+pub(crate) fn table_name(path: &[Step], syntax: Syntax) -> String {
+    match syntax {
+        Syntax::Toml => {
+            let keys: Vec<&str> = path
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Key(k) => Some(k.as_str()),
+                    Step::Index(_) => None,
+                })
+                .collect();
+            if matches!(path.last(), Some(Step::Index(_))) {
+                format!("`[[{}]]`", keys.join("."))
+            } else {
+                format!("`[{}]`", keys.join("."))
+            }
+        }
+        Syntax::Json => {
+            let mut name = String::new();
+            for step in path {
+                match step {
+                    Step::Key(k) if name.is_empty() => name.push_str(k),
+                    Step::Key(k) => {
+                        name.push('.');
+                        name.push_str(k);
+                    }
+                    Step::Index(i) => name.push_str(&format!("[{i}]")),
+                }
+            }
+            format!("`{name}`")
+        }
     }
 }
 
 /// How a user would name the key at the end of `path` (array indices skipped):
 /// `` `memory` in `[limits]` `` or just `` `seed` `` at the top level.
-fn key_name(path: &[Step]) -> String {
+fn key_name(path: &[Step], syntax: Syntax) -> String {
     let mut end = path.len();
-    while let Some(Step::Index) = path[..end].last() {
+    while let Some(Step::Index(_)) = path[..end].last() {
         end -= 1;
     }
     let Some(Step::Key(key)) = path[..end].last() else {
-        return "the manifest".into();
+        return "the document".into();
     };
     let table = &path[..end - 1];
     if table.is_empty() {
         format!("`{key}`")
     } else {
-        format!("`{key}` in {}", table_name(table))
+        format!("`{key}` in {}", table_name(table, syntax))
     }
 }
 
-/// serde describes types in Rust's words; a manifest's author knows TOML's.
-fn toml_terms(message: &str) -> String {
+/// serde describes types in Rust's words; a manifest's author knows TOML's (or JSON's).
+fn toml_terms(message: &str, syntax: Syntax) -> String {
     const TERMS: [(&str, &str); 8] = [
         (
             "expected u64",
@@ -345,26 +414,47 @@ fn toml_terms(message: &str) -> String {
         ("` as i128", "` is too large"),
         ("` as u128", "` is too large"),
     ];
-    let message = TERMS
+    let mut message = TERMS
         .iter()
         .fold(message.to_string(), |m, (rust, toml)| m.replace(rust, toml));
     if message.contains("` is too large") {
-        message.replacen("invalid type: integer", "integer", 1)
-    } else {
-        message
+        message = message.replacen("invalid type: integer", "integer", 1);
     }
+    if syntax == Syntax::Json {
+        message = json_terms(&message);
+    }
+    message
 }
 
-/// Turns a serde shape error into a positioned message that names the table.
-fn shape_error(t: TomlText<'_>, e: &toml::de::Error) -> Error {
-    let span = e.span().unwrap_or(0..0);
-    let message = e.message();
-    let mut path = Vec::new();
-    // The text parsed once already, so it parses again; the tree is only needed on this path.
-    let hit = DeTable::parse(t.text)
-        .ok()
-        .and_then(|table| locate(table.get_ref(), &span, &mut path));
-    let message = match hit {
+/// TOML's words for tables, as the `expecting` texts of the raw types use them, in JSON's:
+/// `` a `[[channel]]` table `` becomes `` a `channel` object ``.
+fn json_terms(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find("`[") {
+        let body = &rest[open + 1..];
+        let Some(close) = body.find("]` table") else {
+            break;
+        };
+        let name = body[..close].trim_start_matches('[').trim_end_matches(']');
+        out.push_str(&rest[..open]);
+        out.push_str(&format!("`{name}` object"));
+        rest = &body[close + "]` table".len()..];
+    }
+    out.push_str(rest);
+    out.replace("a table", "an object")
+        .replace("table", "object")
+}
+
+/// The message for a serde shape error at `path` (found by [`locate`]), naming the key or
+/// table the way a user wrote it.
+pub(crate) fn shape_message(
+    message: &str,
+    hit: Option<Hit>,
+    mut path: Vec<Step>,
+    syntax: Syntax,
+) -> String {
+    match hit {
         Some(Hit::Key) if message.starts_with("unknown field `") => {
             let key = match path.pop() {
                 Some(Step::Key(k)) => k,
@@ -376,17 +466,37 @@ fn shape_error(t: TomlText<'_>, e: &toml::de::Error) -> Error {
             if path.is_empty() {
                 format!("unknown top-level key `{key}`{rest}")
             } else {
-                format!("unknown key `{key}` in {}{rest}", table_name(&path))
+                format!("unknown key `{key}` in {}{rest}", table_name(&path, syntax))
             }
         }
         Some(Hit::Value) if message.starts_with("missing field `") => {
             let rest = &message["missing field ".len()..];
-            format!("missing key {rest} in {}", table_name(&path))
+            format!("missing key {rest} in {}", table_name(&path, syntax))
         }
-        Some(_) => format!("{}: {}", key_name(&path), toml_terms(message)),
-        None => message.replacen("missing field", "missing key", 1),
-    };
-    t.error(span, message)
+        Some(_) => format!(
+            "{}: {}",
+            key_name(&path, syntax),
+            toml_terms(message, syntax)
+        ),
+        None => {
+            let message = message.replacen("missing field", "missing key", 1);
+            match syntax {
+                Syntax::Toml => message,
+                Syntax::Json => json_terms(&message),
+            }
+        }
+    }
+}
+
+/// Turns a serde shape error into a positioned message that names the table.
+fn shape_error(t: TomlText<'_>, e: &toml::de::Error) -> Error {
+    let span = e.span().unwrap_or(0..0);
+    let mut path = Vec::new();
+    // The text parsed once already, so it parses again; the tree is only needed on this path.
+    let hit = DeTable::parse(t.text)
+        .ok()
+        .and_then(|table| locate(table.get_ref(), &span, &mut path));
+    t.error(span, shape_message(e.message(), hit, path, Syntax::Toml))
 }
 
 #[cfg(test)]

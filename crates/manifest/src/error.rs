@@ -18,9 +18,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A TOML manifest is malformed or means something impossible.
+    /// A TOML manifest or job is malformed or means something impossible.
     #[error("{}:{line}:{column}: {message}", file.display())]
     Toml {
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        message: String,
+    },
+    /// A job file could not be read (missing, unreadable, not UTF-8).
+    #[error("cannot read job `{}`", path.display())]
+    ReadJob {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A JSON job (or ZeroCloud system map) is malformed or means something impossible.
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Json {
         file: PathBuf,
         /// 1-based line.
         line: usize,
@@ -38,7 +55,47 @@ pub enum Error {
     },
 }
 
-/// A TOML document's text and name, to place errors.
+impl Error {
+    /// The same error, said of a JSON document: positions count the same way in both, but
+    /// the variant tells the reader which syntax the file was read as.
+    pub(crate) fn into_json(self) -> Error {
+        match self {
+            Error::Toml {
+                file,
+                line,
+                column,
+                message,
+            } => Error::Json {
+                file,
+                line,
+                column,
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// The same positioned error with `prefix` before its message (`group `map`: `).
+    pub(crate) fn prefixed(self, prefix: &str) -> Error {
+        match self {
+            Error::Toml {
+                file,
+                line,
+                column,
+                message,
+            } => Error::Toml {
+                file,
+                line,
+                column,
+                message: format!("{prefix}{message}"),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A document's text and name, to place errors. Named for TOML, where it started; JSON jobs
+/// use it too, since a byte offset becomes a line and column the same way in both.
 #[derive(Clone, Copy)]
 pub(crate) struct TomlText<'a> {
     pub file: &'a Path,

@@ -10,13 +10,16 @@
 //! - `legacy`: ZeroVM's `Key = value` manifests straight to a [`Manifest`];
 //! - `rules` and `units`: what both formats share, so they cannot drift apart;
 //! - `canonical`: a [`Manifest`] back to one canonical TOML text, for hashing;
+//! - `job`: job descriptions (TOML, JSON, ZeroCloud system maps) resolved into a [`Job`] of
+//!   VM manifests and pipes, reusing the manifest's phases for each group;
 //! - `model`: the resolved form itself, which the CLI can also build directly.
 //!
-//! The format is documented for users in `docs/manifest.md`.
+//! The formats are documented for users in `docs/manifest.md` and `docs/jobs.md`.
 
 mod canonical;
 mod document;
 mod error;
+mod job;
 mod legacy;
 mod model;
 mod resolve;
@@ -26,6 +29,7 @@ mod units;
 use std::path::Path;
 
 pub use error::Error;
+pub use job::{DEFAULT_RETRIES, MAX_JOB_NAME_LEN, MAX_MEMBERS, MAX_PIPES, MAX_RETRIES};
 pub use model::*;
 pub use units::{parse_duration, parse_size};
 
@@ -81,6 +85,31 @@ pub fn parse_legacy(text: &str, origin: &Path) -> Result<Manifest, Error> {
 /// [`parse_file`] produces, whatever the origin).
 pub fn canonical_toml(m: &Manifest) -> String {
     canonical::render(m)
+}
+
+/// Reads and resolves the job description at `path`: TOML, JSON, or a ZeroCloud system map
+/// (a JSON array of nodes). A `.toml` or `.json` extension decides the syntax; otherwise the
+/// content does (`{` starts JSON, `[` followed by `{` or `]` a system map, anything else is
+/// TOML).
+///
+/// Messages name `path` as given; relative paths inside are joined to the job file's
+/// directory made absolute, and wildcards are matched there. A job without a `name` is named
+/// after the file's stem.
+pub fn parse_job_file(path: &Path) -> Result<Job, Error> {
+    job::parse_file(path)
+}
+
+/// Parses and resolves a TOML job. `origin` names the file in messages and gives the job's
+/// default name (its stem); relative host paths are joined to `base`, and wildcards are
+/// matched in it, so this reads the file system when a group has a wildcard input.
+pub fn parse_job_toml(text: &str, origin: &Path, base: &Path) -> Result<Job, Error> {
+    job::parse_toml(text, origin, base)
+}
+
+/// Parses and resolves a JSON job: an object (the native format, as in TOML) or an array (a
+/// ZeroCloud system map, translated). `origin` and `base` are used as in [`parse_job_toml`].
+pub fn parse_job_json(text: &str, origin: &Path, base: &Path) -> Result<Job, Error> {
+    job::parse_json(text, origin, base)
 }
 
 fn toml_manifest(text: &str, origin: &Path, base: &Path) -> Result<Manifest, Error> {
