@@ -46,13 +46,31 @@ pub enum PipeError {
 /// What the pipes of one job share: how many bytes went through them, and how many of their
 /// ends are waiting right now. A job runner reads it for progress, and to tell a deadlock
 /// (every live VM waiting on a pipe, and no byte moving) from a slow job.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PipeMonitor {
     transferred: AtomicU64,
     waiting: AtomicUsize,
+    /// Test hook: the process kills itself once this many bytes have gone through.
+    crash_after: AtomicU64,
+}
+
+impl Default for PipeMonitor {
+    fn default() -> PipeMonitor {
+        PipeMonitor {
+            transferred: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            crash_after: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl PipeMonitor {
+    /// Test hook for host faults: kill this process (SIGKILL) as soon as `bytes` bytes have
+    /// gone through the monitored pipes, in the middle of a job.
+    pub fn crash_after(&self, bytes: u64) {
+        self.crash_after.store(bytes, Ordering::SeqCst);
+    }
+
     /// Bytes written into the pipes so far.
     pub fn transferred(&self) -> u64 {
         self.transferred.load(Ordering::Relaxed)
@@ -247,7 +265,14 @@ impl PipeWriter {
         if n > 0 {
             self.shared.wake(&mut st, true, false);
             if let Some(m) = &self.shared.monitor {
-                m.transferred.fetch_add(n as u64, Ordering::Relaxed);
+                let total = m.transferred.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                if total >= m.crash_after.load(Ordering::Relaxed) {
+                    drop(st);
+                    let _ = rustix::process::kill_process(
+                        rustix::process::getpid(),
+                        rustix::process::Signal::KILL,
+                    );
+                }
             }
         }
         Ok(n)

@@ -5,6 +5,7 @@
 mod bench;
 mod compile;
 mod exit;
+mod job;
 mod memo;
 mod recover;
 mod replay;
@@ -32,6 +33,9 @@ struct Cli {
 )]
 enum Command {
     Run(run::RunArgs),
+    Job(job::JobArgs),
+    #[command(hide = true)]
+    Worker(job::WorkerCliArgs),
     Replay(replay::ReplayArgs),
     Recover(recover::RecoverArgs),
     Validate(validate::ValidateArgs),
@@ -53,6 +57,8 @@ fn main() {
         .init();
     let code = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Job(args) => job::main(args),
+        Command::Worker(args) => job::worker_main(args),
         Command::Replay(args) => replay::main(args),
         Command::Recover(args) => recover::main(args),
         Command::Validate(args) => validate::main(args),

@@ -269,6 +269,10 @@ pub(crate) fn load_programs(
 }
 
 /// How one member's run ended.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per member, moved once; boxing would only add noise"
+)]
 enum Outcome {
     Finished(Result<zvm_vm::Report, zvm_vm::Error>),
     /// Its wall-clock timeout passed while it was suspended on a pipe.

@@ -275,6 +275,14 @@ fn minimal_job_is_one_default_vm() {
     assert_eq!((m.name.as_str(), m.group.as_str()), ("hello", "hello"));
     let mut expected = zvm_manifest::Manifest::for_program(snapshot_dir().join("hello.wasm"));
     expected.argv0 = "hello.wasm".into();
+    for (k, v) in [
+        ("ZVM_JOB_MEMBER", "hello"),
+        ("ZVM_JOB_GROUP", "hello"),
+        ("ZVM_JOB_INDEX", "1"),
+        ("ZVM_JOB_COUNT", "1"),
+    ] {
+        expected.env.insert(k.into(), v.into());
+    }
     assert_eq!(m.manifest, expected);
 }
 

@@ -25,6 +25,7 @@ use crate::exit;
 const TRIVIAL_C: &str = include_str!("trivial.c");
 const COMPUTE_C: &str = include_str!("compute.c");
 const OUTPUTS_C: &str = include_str!("outputs.c");
+const PIPE_C: &str = include_str!("pipe.c");
 
 /// The trivial guest of the lifecycle row: no imports, returns at once.
 const TRIVIAL_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
@@ -75,6 +76,7 @@ enum Scenario {
     Compute,
     Memory,
     Transactions,
+    Jobs,
 }
 
 /// One line of the table.
@@ -121,6 +123,8 @@ struct Guests {
     /// The same, by the compiler that builds the wasm, to separate compiler from runtime.
     compute_native_clang: PathBuf,
     outputs_wasm: PathBuf,
+    pipe_wasm: PathBuf,
+    pipe_native: PathBuf,
 }
 
 fn build_guests() -> Result<Guests> {
@@ -133,6 +137,7 @@ fn build_guests() -> Result<Guests> {
     let trivial_c = write("trivial.c", TRIVIAL_C)?;
     let compute_c = write("compute.c", COMPUTE_C)?;
     let outputs_c = write("outputs.c", OUTPUTS_C)?;
+    let pipe_c = write("pipe.c", PIPE_C)?;
     let build = |compiler: &str, args: &[&str], src: &Path, out: &str| -> Result<PathBuf> {
         let out = dir.path().join(out);
         let status = Command::new(compiler)
@@ -156,6 +161,8 @@ fn build_guests() -> Result<Guests> {
         compute_native: build("gcc", &[], &compute_c, "compute")?,
         compute_native_clang: build("clang", &[], &compute_c, "compute-clang")?,
         outputs_wasm: build("clang", &wasm, &outputs_c, "outputs.wasm")?,
+        pipe_wasm: build("clang", &wasm, &pipe_c, "pipe.wasm")?,
+        pipe_native: build("gcc", &[], &pipe_c, "pipe")?,
         dir,
     })
 }
@@ -189,6 +196,10 @@ fn bench(args: BenchArgs) -> Result<()> {
     if wants(Scenario::Memory) {
         eprintln!("zvm bench: resident memory");
         rows.extend(memory(quick)?);
+    }
+    if wants(Scenario::Jobs) {
+        eprintln!("zvm bench: jobs: pipes and start-up");
+        rows.extend(jobs(&guests, quick)?);
     }
     if wants(Scenario::Transactions) {
         eprintln!("zvm bench: transactions and the result cache");
@@ -432,6 +443,178 @@ fn time_command(cmd: &mut Command, runs: usize) -> Result<Duration> {
     Ok(percentiles(samples).0)
 }
 
+/// A job built in code: members running `program` with `args`, pipes by member index.
+fn bench_job(
+    program: &Path,
+    members: &[(String, Vec<String>)],
+    edges: &[(usize, usize)],
+) -> zvm_manifest::Job {
+    use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Member, Pipe, Quota};
+    let mut ms: Vec<Member> = members
+        .iter()
+        .map(|(name, args)| {
+            let mut m = Manifest::for_program(program);
+            m.args = args.clone();
+            m.limits.fuel = u64::MAX / 4;
+            m.limits.timeout = Duration::from_secs(600);
+            Member {
+                name: name.clone(),
+                group: name.clone(),
+                manifest: m,
+            }
+        })
+        .collect();
+    let mut pipes = Vec::new();
+    for (i, &(from, to)) in edges.iter().enumerate() {
+        let writer = ChannelName::new(&format!("out/{}", ms[to].name)).expect("a valid name");
+        let reader = ChannelName::new(&format!("in/{}", ms[from].name)).expect("a valid name");
+        for (at, name, mode) in [
+            (from, writer.clone(), AccessMode::SequentialWrite),
+            (to, reader.clone(), AccessMode::SequentialRead),
+        ] {
+            let quota = Quota {
+                write_bytes: u64::MAX,
+                ..Quota::default()
+            };
+            ms[at].manifest.channels.push(Channel {
+                name,
+                source: ChannelSource::Pipe(i as u32),
+                mode,
+                quota,
+                etag: None,
+            });
+        }
+        pipes.push(Pipe {
+            from,
+            to,
+            writer,
+            reader,
+        });
+    }
+    zvm_manifest::Job {
+        name: "bench".into(),
+        members: ms,
+        pipes,
+        retries: 0,
+    }
+}
+
+/// Jobs: bytes through a pipe between two VMs against a Unix pipe between two native
+/// processes, and the start-up cost of a job of 1,000 trivial members against starting
+/// 1,000 native processes.
+fn jobs(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        journal: None,
+        allocator: Allocator::OnDemand,
+    })?;
+    let options = zvm_job::JobOptions {
+        threads: 2,
+        progress: None,
+    };
+    let bytes: u64 = if quick { 64 << 20 } else { 4 << 30 };
+    let job = bench_job(
+        &guests.pipe_wasm,
+        &[
+            (
+                "a".into(),
+                vec!["write".into(), "/dev/out/b".into(), bytes.to_string()],
+            ),
+            ("b".into(), vec!["read".into(), "/dev/in/a".into()]),
+        ],
+        &[(0, 1)],
+    );
+    // Warm the compile cache-less runtime's code once, then measure.
+    zvm_job::run(
+        &runtime,
+        &bench_job(
+            &guests.pipe_wasm,
+            &[("a".into(), vec!["read".into(), "/dev/null".into()])],
+            &[],
+        ),
+        &options,
+    )?;
+    let runs = if quick { 1 } else { 3 };
+    let mut z = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = zvm_job::run(&runtime, &job, &options)?;
+        z.push(t.elapsed());
+        if !r.committed || r.totals.pipe_bytes != bytes {
+            bail!("pipe job failed: {}", r.outcome_text);
+        }
+        let t = Instant::now();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{0} write /dev/stdout {bytes} | {0} read /dev/stdin",
+                guests.pipe_native.display()
+            ))
+            .output()?;
+        native.push(t.elapsed());
+        if String::from_utf8_lossy(&out.stdout).trim() != bytes.to_string() {
+            bail!("native pipe moved the wrong byte count");
+        }
+    }
+    let (z, native) = (percentiles(z).0, percentiles(native).0);
+    let gbps = |d: Duration| bytes as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
+    rows.push(Row {
+        scenario: "jobs",
+        what: format!(
+            "pipe throughput, {} GiB between two VMs of a job (start-up included)",
+            bytes as f64 / (1u64 << 30) as f64
+        ),
+        zvm: format!("{:.2} GiB/s", gbps(z)),
+        baseline: format!("{:.2} GiB/s (Unix pipe, 2 native processes)", gbps(native)),
+        ratio: format!("{:.2}x", gbps(z) / gbps(native)),
+        goal: "at least as fast as a Unix pipe",
+        met: Some(gbps(z) >= gbps(native)),
+    });
+
+    let n = if quick { 200 } else { 1000 };
+    let trivial: Vec<(String, Vec<String>)> =
+        (1..=n).map(|i| (format!("m-{i}"), Vec::new())).collect();
+    let job = bench_job(&guests.trivial_wasm, &trivial, &[]);
+    let t = Instant::now();
+    let r = zvm_job::run(&runtime, &job, &options)?;
+    let z = t.elapsed();
+    if !r.committed {
+        bail!("trivial job failed: {}", r.outcome_text);
+    }
+    // The alternative: start as many native processes, two at a time.
+    let t = Instant::now();
+    let per_thread = n / 2;
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let exe = guests.trivial_native.clone();
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    let _ = Command::new(&exe).status();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let native = t.elapsed();
+    rows.push(Row {
+        scenario: "jobs",
+        what: format!("job of {n} trivial members: start-up and teardown per member"),
+        zvm: format!("{:.1} µs", z.as_secs_f64() * 1e6 / n as f64),
+        baseline: format!(
+            "{:.1} µs (a native process each, 2 at a time)",
+            native.as_secs_f64() * 1e6 / n as f64
+        ),
+        ratio: format!("{:.3}x", z.as_secs_f64() / native.as_secs_f64()),
+        goal: "(informative)",
+        met: None,
+    });
+    Ok(rows)
+}
+
 /// The price of transactions, and what the result cache saves, all through `zvm run` as a
 /// fresh process: committing 4 outputs together (journal, fsyncs, renames) against the same
 /// run as a dry run; staging a writable directory of 1,000 files against mounting it
@@ -470,7 +653,10 @@ fn transactions(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
             .into(),
         zvm: ms(committed),
         baseline: ms(dry),
-        ratio: format!("+{:.2} ms", (committed.as_secs_f64() - dry.as_secs_f64()) * 1e3),
+        ratio: format!(
+            "+{:.2} ms",
+            (committed.as_secs_f64() - dry.as_secs_f64()) * 1e3
+        ),
         goal: "(informative)",
         met: None,
     });
@@ -495,8 +681,7 @@ fn transactions(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
     let read_only = time_command(&mut mount("--ro-dir"), runs)?;
     rows.push(Row {
         scenario: "transactions",
-        what: "writable directory of 1,000 files staged and committed, vs mounted read-only"
-            .into(),
+        what: "writable directory of 1,000 files staged and committed, vs mounted read-only".into(),
         zvm: ms(staged),
         baseline: ms(read_only),
         ratio: format!(

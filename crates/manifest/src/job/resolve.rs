@@ -177,6 +177,17 @@ pub(crate) fn resolve(cx: Context<'_>, raw: RawJob, default_name: &str) -> Resul
             if g.argv0_is_member {
                 manifest.argv0 = member.clone();
             }
+            // Members of a group run the same program with the same arguments; this is how
+            // each learns which one it is (and how many there are). Set by zvm, so a group's
+            // own `env` cannot give them other values.
+            for (key, value) in [
+                ("ZVM_JOB_MEMBER", member.clone()),
+                ("ZVM_JOB_GROUP", g.name.clone()),
+                ("ZVM_JOB_INDEX", (k + 1).to_string()),
+                ("ZVM_JOB_COUNT", expansion.parts.len().to_string()),
+            ] {
+                manifest.env.insert(key.to_string(), value);
+            }
             members.push(Member {
                 name: member,
                 group: g.name.clone(),
