@@ -6,6 +6,7 @@
 
 mod bench;
 mod channels;
+mod determinism;
 mod devices;
 mod filesystem;
 mod hostile;
