@@ -8,6 +8,7 @@ mod bench;
 mod channels;
 mod determinism;
 mod devices;
+mod examples;
 mod filesystem;
 mod hostile;
 mod languages;
