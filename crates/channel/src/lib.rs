@@ -255,6 +255,8 @@ pub struct ChannelHandle {
     nonblocking: bool,
     /// What a call that would block waits for.
     wait: Option<PipeWait>,
+    /// Bytes a pipe call that had to wait has already moved (it resumes from there).
+    partial: usize,
 }
 
 impl fmt::Debug for ChannelHandle {
@@ -351,6 +353,7 @@ impl ChannelHandle {
             quota_hit: None,
             nonblocking: false,
             wait: None,
+            partial: 0,
         }
     }
 
@@ -491,15 +494,29 @@ impl ChannelHandle {
             Backend::Stdin => io::stdin().lock().read(buf),
             Backend::Reader(r) => r.read(buf),
             Backend::PipeReader(r) => {
-                let got = if self.nonblocking {
-                    r.try_read(buf)
-                } else {
-                    r.read_blocking(buf)
-                };
-                match got {
-                    Ok(n) => Ok(n),
-                    Err(e) => return Err(self.pipe_error(e)),
+                // A pipe read fills the whole buffer, or stops at the end of the stream: how
+                // many bytes a read returns must not depend on when the writer wrote them, or
+                // read counts and fuel would vary from run to run. Across waits, the bytes
+                // read so far stay in the guest's buffer, and `partial` remembers them.
+                loop {
+                    match r.try_read(&mut buf[self.partial..]) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            self.partial += n;
+                            if self.partial == buf.len() {
+                                break;
+                            }
+                        }
+                        Err(PipeError::WouldBlock(w)) if !self.nonblocking => w.wait_blocking(),
+                        Err(e) => {
+                            if !matches!(e, PipeError::WouldBlock(_)) {
+                                self.partial = 0;
+                            }
+                            return Err(self.pipe_error(e));
+                        }
+                    }
                 }
+                Ok(std::mem::take(&mut self.partial))
             }
             Backend::Null => Ok(0),
             Backend::Stdout | Backend::Stderr | Backend::Writer(_) | Backend::PipeWriter(_) => {
@@ -560,15 +577,22 @@ impl ChannelHandle {
             Backend::Stderr => io::stderr().lock().write_all(data).map(|()| data.len()),
             Backend::Writer(w) => w.write_all(data).map(|()| data.len()),
             Backend::PipeWriter(Some(w)) => {
-                let put = if self.nonblocking {
-                    w.try_write(data)
-                } else {
-                    w.write_blocking(data)
-                };
-                match put {
-                    Ok(n) => Ok(n),
-                    Err(e) => return Err(self.pipe_error(e)),
+                // A pipe write returns once all its bytes are in the pipe (see the read side).
+                while self.partial < data.len() {
+                    match w.try_write(&data[self.partial..]) {
+                        Ok(n) => self.partial += n,
+                        Err(PipeError::WouldBlock(wait)) if !self.nonblocking => {
+                            wait.wait_blocking()
+                        }
+                        Err(e) => {
+                            if !matches!(e, PipeError::WouldBlock(_)) {
+                                self.partial = 0;
+                            }
+                            return Err(self.pipe_error(e));
+                        }
+                    }
                 }
+                Ok(std::mem::take(&mut self.partial))
             }
             Backend::PipeWriter(None) => return Err(ChannelError::Broken(self.name.to_string())),
             Backend::Null => Ok(data.len()),

@@ -193,11 +193,11 @@ fn a_reader_learns_that_its_writer_failed() {
 
 #[test]
 fn a_deadlock_is_detected_instead_of_hanging() {
-    // a writes 200 KiB to c before anything to b; c reads b first; b reads a first:
+    // a writes 3 MB (more than a pipe holds) to c before anything to b; c reads b first; b reads a first:
     // a waits on c, c on b, b on a.
     let j = job(
         &[
-            ("a", args(&["w:out/c:200000", "w:out/b:10"])),
+            ("a", args(&["w:out/c:3000000", "w:out/b:10"])),
             ("b", args(&["r:in/a", "w:out/c:10"])),
             ("c", args(&["r:in/b", "r:in/a"])),
         ],
