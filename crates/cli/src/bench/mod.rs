@@ -26,6 +26,30 @@ const TRIVIAL_C: &str = include_str!("trivial.c");
 const COMPUTE_C: &str = include_str!("compute.c");
 const OUTPUTS_C: &str = include_str!("outputs.c");
 const PIPE_C: &str = include_str!("pipe.c");
+const WORDCOUNT_NATIVE_C: &str = include_str!("wordcount_native.c");
+/// The wordcount example's members (examples/wordcount), measured as they ship.
+const WORDCOUNT_SOURCES: [(&str, &str); 5] = [
+    (
+        "mapper.c",
+        include_str!("../../../../examples/wordcount/mapper.c"),
+    ),
+    (
+        "reducer.c",
+        include_str!("../../../../examples/wordcount/reducer.c"),
+    ),
+    (
+        "merge.c",
+        include_str!("../../../../examples/wordcount/merge.c"),
+    ),
+    (
+        "topology.h",
+        include_str!("../../../../examples/wordcount/topology.h"),
+    ),
+    (
+        "wordtable.h",
+        include_str!("../../../../examples/wordcount/wordtable.h"),
+    ),
+];
 
 /// The trivial guest of the lifecycle row: no imports, returns at once.
 const TRIVIAL_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
@@ -77,6 +101,7 @@ enum Scenario {
     Memory,
     Transactions,
     Jobs,
+    Wordcount,
 }
 
 /// One line of the table.
@@ -200,6 +225,10 @@ fn bench(args: BenchArgs) -> Result<()> {
     if wants(Scenario::Jobs) {
         eprintln!("zvm bench: jobs: pipes and start-up");
         rows.extend(jobs(&guests, quick)?);
+    }
+    if wants(Scenario::Wordcount) {
+        eprintln!("zvm bench: word count job vs a native single process");
+        rows.push(wordcount(quick)?);
     }
     if wants(Scenario::Transactions) {
         eprintln!("zvm bench: transactions and the result cache");
@@ -497,6 +526,159 @@ fn bench_job(
         pipes,
         retries: 0,
     }
+}
+
+/// The wordcount example (a mapper per file, 2 reducers, a merge) over generated text, against
+/// a native single-process C program with the same word rules and table, on the same cores.
+fn wordcount(quick: bool) -> Result<Row> {
+    let dir = tempfile::tempdir()?;
+    for (name, text) in WORDCOUNT_SOURCES {
+        std::fs::write(dir.path().join(name), text)?;
+    }
+    std::fs::write(dir.path().join("native.c"), WORDCOUNT_NATIVE_C)?;
+    let cc = |compiler: &str, args: &[&str], src: &str, out: &str| -> Result<()> {
+        let status = Command::new(compiler)
+            .args(args)
+            .args(["-O2", "-I"])
+            .arg(dir.path())
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .arg(dir.path().join(src))
+            .status()
+            .with_context(|| format!("running `{compiler}`"))?;
+        if !status.success() {
+            bail!("`{compiler}` failed to build `{src}`");
+        }
+        Ok(())
+    };
+    for m in ["mapper", "reducer", "merge"] {
+        cc(
+            "clang",
+            &["--target=wasm32-wasi"],
+            &format!("{m}.c"),
+            &format!("{m}.wasm"),
+        )?;
+    }
+    cc("gcc", &[], "native.c", "native")?;
+    // Text: lines of words drawn (xorshift) from a 20,000-word vocabulary, in 8 files.
+    let files = 8;
+    let per_file: usize = if quick { 4 << 20 } else { 128 << 20 };
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data)?;
+    std::fs::create_dir(dir.path().join("out"))?;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let vocab: Vec<String> = (0..20_000)
+        .map(|_| {
+            let len = 2 + (next() % 9) as usize;
+            (0..len)
+                .map(|_| (b'a' + (next() % 26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for f in 0..files {
+        let mut text = String::with_capacity(per_file + 64);
+        while text.len() < per_file {
+            for k in 0..12 {
+                if k > 0 {
+                    text.push(' ');
+                }
+                // Skewed towards the first words, as natural text is.
+                let r = next() % 20_000;
+                let i = (r * r / 20_000) as usize;
+                text.push_str(&vocab[i]);
+            }
+            text.push('\n');
+        }
+        let p = data.join(format!("part-{f}.txt"));
+        std::fs::write(&p, text)?;
+        paths.push(p);
+    }
+    let total = (per_file * files) as u64;
+    std::fs::write(
+        dir.path().join("job.toml"),
+        r#"version = 1
+name = "wordcount"
+[[group]]
+name = "map"
+program = "mapper.wasm"
+connect = ["reduce"]
+[group.limits]
+memory = "64MiB"
+fuel = 1000000000000
+timeout = "10m"
+[[group.channel]]
+name = "input"
+path = "data/*.txt"
+mode = "read"
+[[group]]
+name = "reduce"
+program = "reducer.wasm"
+count = 2
+connect = ["merge"]
+[group.limits]
+memory = "64MiB"
+fuel = 1000000000000
+timeout = "10m"
+[[group]]
+name = "merge"
+program = "merge.wasm"
+[group.limits]
+memory = "64MiB"
+fuel = 1000000000000
+timeout = "10m"
+[[group.channel]]
+name = "output"
+path = "out/counts.txt"
+mode = "write"
+"#,
+    )?;
+    let job = zvm_manifest::parse_job_file(&dir.path().join("job.toml"))?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        journal: None,
+        allocator: Allocator::OnDemand,
+    })?;
+    let options = zvm_job::JobOptions {
+        threads: 2,
+        progress: None,
+    };
+    // The text was just written: let it reach the disk first, so that neither side pays for
+    // the write-back, then time the native program and the job on the same cached files.
+    let _ = Command::new("sync").status();
+    let t = Instant::now();
+    let native = Command::new(dir.path().join("native"))
+        .args(&paths)
+        .output()?;
+    let n = t.elapsed();
+    let t = Instant::now();
+    let report = zvm_job::run(&runtime, &job, &options)?;
+    let z = t.elapsed();
+    if !report.committed {
+        bail!("wordcount job failed: {}", report.outcome_text);
+    }
+    if std::fs::read(dir.path().join("out/counts.txt"))? != native.stdout {
+        bail!("the wordcount job and the native program disagree");
+    }
+    let ratio = z.as_secs_f64() / n.as_secs_f64();
+    let gib = total as f64 / (1u64 << 30) as f64;
+    Ok(Row {
+        scenario: "jobs",
+        what: format!(
+            "word count of {gib:.2} GiB of text: job of 8 mappers, 2 reducers, a merge, on 2 threads (compile included)"
+        ),
+        zvm: format!("{:.2} s", z.as_secs_f64()),
+        baseline: format!("{:.2} s (native C, one process)", n.as_secs_f64()),
+        ratio: format!("{ratio:.2}x"),
+        goal: "within 2x of native",
+        met: Some(ratio <= 2.0),
+    })
 }
 
 /// Jobs: bytes through a pipe between two VMs against a Unix pipe between two native
