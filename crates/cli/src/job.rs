@@ -232,30 +232,16 @@ fn show_streams(report: &JobReport) {
 }
 
 fn emit(args: &JobArgs, report: &JobReport) -> Result<()> {
-    let format = match (args.report, &args.report_file) {
-        (Some(f), _) => f,
-        (None, Some(_)) => ReportFormat::Json,
-        (None, None) => {
-            if report.committed {
-                return Ok(());
-            }
-            // A failed job always says why.
-            eprintln!("zvm: job `{}` {}", report.job, report.outcome_text);
-            return Ok(());
-        }
-    };
-    let text = match format {
-        ReportFormat::Json => report.to_json() + "\n",
-        ReportFormat::Text => report.to_text(),
-    };
-    match &args.report_file {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("writing the report to `{}`", path.display()))?,
-        None => {
-            let _ = std::io::stderr().write_all(text.as_bytes());
-        }
+    if args.report.is_none() && args.report_file.is_none() && !report.committed {
+        // A failed job always says why.
+        eprintln!("zvm: job `{}` {}", report.job, report.outcome_text);
     }
-    Ok(())
+    crate::run::write_report(
+        args.report,
+        args.report_file.as_deref(),
+        || report.to_json(),
+        || report.to_text(),
+    )
 }
 
 /// 0 when the job succeeded; else the exit code `zvm run` would give the failed member.

@@ -264,16 +264,32 @@ pub fn runtime(no_cache: bool) -> Result<Runtime> {
 }
 
 pub fn emit_report(args: &RunArgs, report: &Report) -> Result<()> {
-    let format = match (args.report, &args.report_file) {
+    write_report(
+        args.report,
+        args.report_file.as_deref(),
+        || report.to_json(),
+        || report.to_text(),
+    )
+}
+
+/// Writes a report as `--report FORMAT` and `--report-file PATH` ask: to the file (JSON
+/// unless the format says text), or to stderr; nothing when neither is given.
+pub fn write_report(
+    format: Option<ReportFormat>,
+    file: Option<&Path>,
+    json: impl FnOnce() -> String,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
+    let format = match (format, file) {
         (Some(f), _) => f,
         (None, Some(_)) => ReportFormat::Json,
         (None, None) => return Ok(()),
     };
     let text = match format {
-        ReportFormat::Json => report.to_json() + "\n",
-        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => json() + "\n",
+        ReportFormat::Text => text(),
     };
-    match &args.report_file {
+    match file {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("writing the report to `{}`", path.display()))?,
         None => {

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use zvm_job::{JobOptions, JobOutcome, run};
-use zvm_manifest::{
-    AccessMode, Channel, ChannelName, ChannelSource, Job, Manifest, Member, Pipe, Quota,
-};
+use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Job, Manifest, Member, Quota};
 use zvm_vm::{Allocator, Runtime, RuntimeConfig};
 
 /// tests/guests/c/pipes.c built with clang for wasm32-wasi.
@@ -32,7 +30,7 @@ fn guest() -> &'static Path {
 
 /// A job of members running `pipes` with `args`, and pipes `(from, to)` by member index.
 fn job(members: &[(&str, Vec<String>)], edges: &[(usize, usize)]) -> Job {
-    let mut ms: Vec<Member> = members
+    let members = members
         .iter()
         .map(|(name, args)| {
             let mut m = Manifest::for_program(guest());
@@ -44,35 +42,7 @@ fn job(members: &[(&str, Vec<String>)], edges: &[(usize, usize)]) -> Job {
             }
         })
         .collect();
-    let mut pipes = Vec::new();
-    for (i, &(from, to)) in edges.iter().enumerate() {
-        let writer = ChannelName::new(&format!("out/{}", ms[to].name)).unwrap();
-        let reader = ChannelName::new(&format!("in/{}", ms[from].name)).unwrap();
-        for (at, name, mode) in [
-            (from, writer.clone(), AccessMode::SequentialWrite),
-            (to, reader.clone(), AccessMode::SequentialRead),
-        ] {
-            ms[at].manifest.channels.push(Channel {
-                name,
-                source: ChannelSource::Pipe(i as u32),
-                mode,
-                quota: Quota::default(),
-                etag: None,
-            });
-        }
-        pipes.push(Pipe {
-            from,
-            to,
-            writer,
-            reader,
-        });
-    }
-    Job {
-        name: "test".into(),
-        members: ms,
-        pipes,
-        retries: 0,
-    }
+    Job::from_members("test", members, edges, Quota::default()).unwrap()
 }
 
 fn runtime() -> Runtime {

@@ -640,6 +640,52 @@ pub struct Job {
     pub retries: u32,
 }
 
+impl Job {
+    /// A job built in code rather than read from a file: `members` as they are, and one pipe
+    /// per `(writer, reader)` edge (member indices), declared on both ends as a job file's
+    /// `connect` would (`out/<reader>`, `in/<writer>`), with `quota` on both. The caller
+    /// answers for unique member names and an acyclic graph.
+    pub fn from_members(
+        name: impl Into<String>,
+        mut members: Vec<Member>,
+        edges: &[(usize, usize)],
+        quota: Quota,
+    ) -> Result<Job, String> {
+        let mut pipes = Vec::with_capacity(edges.len());
+        for (i, &(from, to)) in edges.iter().enumerate() {
+            let (Some(w), Some(r)) = (members.get(from), members.get(to)) else {
+                return Err(format!("pipe {i} names a member that does not exist"));
+            };
+            let writer = ChannelName::new(&format!("out/{}", r.name))?;
+            let reader = ChannelName::new(&format!("in/{}", w.name))?;
+            for (at, name, mode) in [
+                (from, writer.clone(), AccessMode::SequentialWrite),
+                (to, reader.clone(), AccessMode::SequentialRead),
+            ] {
+                members[at].manifest.channels.push(Channel {
+                    name,
+                    source: ChannelSource::Pipe(i as u32),
+                    mode,
+                    quota,
+                    etag: None,
+                });
+            }
+            pipes.push(Pipe {
+                from,
+                to,
+                writer,
+                reader,
+            });
+        }
+        Ok(Job {
+            name: name.into(),
+            members,
+            pipes,
+            retries: 0,
+        })
+    }
+}
+
 /// One VM of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

@@ -856,20 +856,29 @@ impl Program {
         store: &mut Store<VmState>,
         instance: wasmtime::Instance,
     ) -> wasmtime::Result<()> {
+        let start = self.entry(store, instance)?;
+        start
+            .typed::<(), ()>(&*store)?
+            .call_async(&mut *store, ())
+            .await
+    }
+
+    /// Binds the instance's memory for the host and finds `_start`.
+    fn entry(
+        &self,
+        store: &mut Store<VmState>,
+        instance: wasmtime::Instance,
+    ) -> wasmtime::Result<wasmtime::Func> {
         let memory = self
             .memory
             .as_ref()
             .and_then(|m| instance.get_module_export(&mut *store, m))
             .and_then(wasmtime::Extern::into_memory);
         store.data_mut().memory = memory;
-        let start = instance
+        instance
             .get_module_export(&mut *store, &self.start)
             .and_then(wasmtime::Extern::into_func)
-            .ok_or_else(|| wasmtime::Error::msg("`_start` is not a function"))?;
-        start
-            .typed::<(), ()>(&*store)?
-            .call_async(&mut *store, ())
-            .await
+            .ok_or_else(|| wasmtime::Error::msg("`_start` is not a function"))
     }
 
     fn start(
@@ -877,16 +886,7 @@ impl Program {
         store: &mut Store<VmState>,
         instance: wasmtime::Instance,
     ) -> wasmtime::Result<()> {
-        let memory = self
-            .memory
-            .as_ref()
-            .and_then(|m| instance.get_module_export(&mut *store, m))
-            .and_then(wasmtime::Extern::into_memory);
-        store.data_mut().memory = memory;
-        let start = instance
-            .get_module_export(&mut *store, &self.start)
-            .and_then(wasmtime::Extern::into_func)
-            .ok_or_else(|| wasmtime::Error::msg("`_start` is not a function"))?;
+        let start = self.entry(store, instance)?;
         start.typed::<(), ()>(&*store)?.call(&mut *store, ())
     }
 }

@@ -43,7 +43,7 @@ const WORDCOUNT_SOURCES: [(&str, &str); 5] = [
     ),
     (
         "topology.h",
-        include_str!("../../../../examples/wordcount/topology.h"),
+        include_str!("../../../../examples/common/topology.h"),
     ),
     (
         "wordtable.h",
@@ -478,54 +478,25 @@ fn bench_job(
     members: &[(String, Vec<String>)],
     edges: &[(usize, usize)],
 ) -> zvm_manifest::Job {
-    use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Member, Pipe, Quota};
-    let mut ms: Vec<Member> = members
+    let members = members
         .iter()
         .map(|(name, args)| {
             let mut m = Manifest::for_program(program);
             m.args = args.clone();
             m.limits.fuel = u64::MAX / 4;
             m.limits.timeout = Duration::from_secs(600);
-            Member {
+            zvm_manifest::Member {
                 name: name.clone(),
                 group: name.clone(),
                 manifest: m,
             }
         })
         .collect();
-    let mut pipes = Vec::new();
-    for (i, &(from, to)) in edges.iter().enumerate() {
-        let writer = ChannelName::new(&format!("out/{}", ms[to].name)).expect("a valid name");
-        let reader = ChannelName::new(&format!("in/{}", ms[from].name)).expect("a valid name");
-        for (at, name, mode) in [
-            (from, writer.clone(), AccessMode::SequentialWrite),
-            (to, reader.clone(), AccessMode::SequentialRead),
-        ] {
-            let quota = Quota {
-                write_bytes: u64::MAX,
-                ..Quota::default()
-            };
-            ms[at].manifest.channels.push(Channel {
-                name,
-                source: ChannelSource::Pipe(i as u32),
-                mode,
-                quota,
-                etag: None,
-            });
-        }
-        pipes.push(Pipe {
-            from,
-            to,
-            writer,
-            reader,
-        });
-    }
-    zvm_manifest::Job {
-        name: "bench".into(),
-        members: ms,
-        pipes,
-        retries: 0,
-    }
+    let quota = zvm_manifest::Quota {
+        write_bytes: u64::MAX,
+        ..zvm_manifest::Quota::default()
+    };
+    zvm_manifest::Job::from_members("bench", members, edges, quota).expect("a valid job")
 }
 
 /// The wordcount example (a mapper per file, 2 reducers, a merge) over generated text, against

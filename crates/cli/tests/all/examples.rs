@@ -23,8 +23,10 @@ fn member(example: &str, member: &str) -> PathBuf {
         .join(example)
         .join(format!("{member}.wasm"));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let common = src_dir.join("../common");
     let newest_source = std::fs::read_dir(&src_dir)
         .unwrap()
+        .chain(std::fs::read_dir(&common).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("c" | "h")))
         .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
@@ -40,8 +42,10 @@ fn member(example: &str, member: &str) -> PathBuf {
                 "-Wall",
                 "-Wextra",
                 "-Werror",
-                "-o",
+                "-I",
             ])
+            .arg(&common)
+            .arg("-o")
             .arg(&tmp)
             .arg(src_dir.join(format!("{member}.c")))
             .status()

@@ -4,10 +4,10 @@
  * /dev/in/<writer> for each member it reads from. Members are named `<group>` or
  * `<group>-<n>`; peers() lists a directory in member order (group, then n as a number, so
  * `reduce-10` comes after `reduce-9`). Every member that reads several pipes must drain them
- * in this same order: a pipe holds 64 KiB, so two readers that took the writers in different
+ * in this same order: a pipe holds 1 MiB, so two readers that took the writers in different
  * orders could each wait on a writer that waits on the other reader.
  *
- * Each example has its own copy of this file, so that each stands alone. */
+ * Shared by every example (built with `-I ../common`). */
 #ifndef TOPOLOGY_H
 #define TOPOLOGY_H
 
