@@ -61,7 +61,7 @@ pub enum Error {
 pub struct JobOptions {
     /// Threads running members (at most this many members compute at once).
     pub threads: usize,
-    /// Called about every [`WATCH_INTERVAL`] with the job's progress.
+    /// Called about every 100 ms with the job's progress.
     pub progress: Option<ProgressFn>,
 }
 
