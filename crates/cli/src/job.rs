@@ -232,9 +232,23 @@ fn show_streams(report: &JobReport) {
 }
 
 fn emit(args: &JobArgs, report: &JobReport) -> Result<()> {
-    if args.report.is_none() && args.report_file.is_none() && !report.committed {
-        // A failed job always says why.
-        eprintln!("zvm: job `{}` {}", report.job, report.outcome_text);
+    if args.report.is_none() && args.report_file.is_none() {
+        // Without a report asked for, one line: the outcome and the totals.
+        let t = &report.totals;
+        eprintln!(
+            "zvm: job `{}` {}: {} of {} members ok, {} through pipes, {:.3} s{}",
+            report.job,
+            report.outcome_text,
+            t.ok,
+            t.members,
+            human_bytes(t.pipe_bytes),
+            t.wall_time_us as f64 / 1e6,
+            if report.committed {
+                ", outputs committed"
+            } else {
+                ", nothing committed"
+            }
+        );
     }
     crate::run::write_report(
         args.report,
