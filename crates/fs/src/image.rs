@@ -39,16 +39,51 @@
 //! gets a fresh [`EntryId`], so hard links made to the earlier entry keep its data. A
 //! directory entry over an existing directory only updates its mode and mtime. A non-directory
 //! cannot replace a directory that has children (that would silently drop part of the tree).
+//!
+//! # Compressed images
+//!
+//! An image whose file starts with the gzip magic bytes is a `.tar.gz` (whatever its name).
+//! gzip cannot be read at an offset, so such an image is decompressed once, at open, into
+//! memory, at most [`MAX_DECOMPRESSED_BYTES`] of it, and indexed and read from there exactly
+//! as a plain tar is from disk (see `source.rs`). Nothing is unpacked to host disk.
+//!
+//! # Layers
+//!
+//! [`Image::open_layers`] stacks several tars into one read-only tree, later layers on top,
+//! with the union semantics of OCI image layers:
+//!
+//! - A file or symlink in a layer hides whatever the layers below have at its path, a whole
+//!   directory included; a directory in a layer replaces a file or symlink below it.
+//! - A directory present in a layer and below merges: the children of both, the upper
+//!   layer's winning on a clash (by the same rules, recursively). The merged directory keeps
+//!   the lower directory's inode number, and takes the upper layer's mode and mtime only if
+//!   the upper tar lists the directory itself (a directory it merely implies, as the parent
+//!   of an entry, changes nothing).
+//! - Whiteouts: an entry `.wh.<name>` (of any type) deletes `<name>`, and everything below
+//!   it, from the layers below; `.wh..wh..opq` in a directory deletes everything the layers
+//!   below have in it. A layer's whiteouts apply before its own entries are laid over the
+//!   layers below, so they never affect their own layer, whatever the order in its tar. A
+//!   whiteout is a marker only: it is never shown, in any layer (the lowest layer's have
+//!   nothing to delete), it does not imply its parent directory, and a path that goes through
+//!   a `.wh.` component refuses the image.
+//!
+//! Each layer is indexed on its own, by the rules above, into one index: entry ids (and so
+//! inode numbers) are given in layer order and entry order, the same for the same tars every
+//! time, and each file entry remembers which layer's bytes it reads. The limits apply to the
+//! index as a whole: [`ImageLimits::max_entries`] counts the entries of every layer, hidden
+//! ones included, since they were indexed. Hard links stay within their own layer.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use tar::{Archive, EntryType};
+
+use self::source::{ReadSeek, Source};
+
+mod source;
 
 /// Index of an entry in an [`Image`]; the root is always `0`.
 pub type EntryId = u32;
@@ -86,6 +121,24 @@ pub const MAX_NAME_BYTES: usize = 255;
 ///
 /// This is Linux's `PATH_MAX`, the longest path a guest could ever pass back to name the entry.
 pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Default cap on the bytes a gzip-compressed image may decompress to.
+///
+/// A compressed image is held whole in memory for as long as it is mounted (gzip cannot be
+/// read at an offset), so this bounds what one can cost the host: 1 GiB holds a large
+/// language runtime's library several times over (a full CPython with NumPy is a few hundred
+/// MiB), while a gzip bomb, whose deflate data can expand over a thousandfold, is stopped
+/// there. An image bigger than this should be mounted as a plain tar, which is read in place
+/// and costs no memory for its contents.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
+
+/// The prefix of a whiteout entry's name, which deletes the rest of the name from the layers
+/// below (the OCI image layer convention).
+const WHITEOUT_PREFIX: &str = ".wh.";
+
+/// The name of an opaque whiteout, which hides everything the layers below have in its
+/// directory.
+const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 
 /// Permission bits of directories the tar implies but does not list (and of the root, unless
 /// the tar lists `./`): what GNU tar gives a directory it has to create under the usual
@@ -139,6 +192,17 @@ pub enum ImageError {
     },
     #[error("image `{}`: not a regular file", image.display())]
     NotAFile { image: PathBuf },
+    #[error("image `{}`: malformed gzip data", image.display())]
+    Gzip {
+        image: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "image `{}`: decompresses to more than {limit} bytes, the most a compressed image may hold in memory; mount it as a plain tar instead",
+        image.display()
+    )]
+    DecompressedTooLarge { image: PathBuf, limit: u64 },
     #[error("image `{}`: malformed tar archive {place}", image.display())]
     Malformed {
         image: PathBuf,
@@ -237,6 +301,8 @@ pub enum PathFault {
     LongName(usize),
     #[error("is {0} bytes long (the limit is {MAX_PATH_BYTES})")]
     LongPath(usize),
+    #[error("goes through a whiteout (a `.wh.` name), which can only end a path")]
+    ThroughWhiteout,
 }
 
 /// What an entry is, as the guest sees it.
@@ -262,22 +328,42 @@ pub struct EntryMeta {
     pub ino: u64,
 }
 
-/// A mounted tar image: the open file and the index of its entries.
+/// A mounted tar image: its layers (one, unless it was opened with
+/// [`Image::open_layers`]) and the index of their entries.
 pub struct Image {
-    path: PathBuf,
-    file: File,
+    layers: Vec<Layer>,
     entries: Vec<Entry<Children>>,
+}
+
+/// One tar of an image: where it is on the host, and its bytes.
+struct Layer {
+    path: PathBuf,
+    source: Source,
 }
 
 /// A directory's children once the index is built: sorted by name, as `readdir` lists them.
 type Children = Vec<(String, EntryId)>;
 
-/// A directory's children while the index is built, when entries arrive in any order.
-type BuildChildren = BTreeMap<String, EntryId>;
+/// A directory while the index is built, when entries arrive in any order.
+#[derive(Default)]
+struct BuildDir {
+    children: BTreeMap<String, EntryId>,
+    /// Whether the tar lists the directory itself, rather than only implying it as the parent
+    /// of an entry: only a listed directory's mode and mtime override a lower layer's.
+    listed: bool,
+}
 
-/// One indexed entry. `C` is how a directory holds its children: a map while the index is
-/// built (entries arrive in any order and may replace each other), then a vector sorted by
-/// name, which is smaller and already in `readdir` order.
+/// A whiteout entry of a layer: what it deletes from the layers below.
+struct Whiteout {
+    /// The components of the directory it is in.
+    dir: Vec<String>,
+    /// The name it deletes there; `None` for an opaque whiteout, which deletes every name.
+    name: Option<String>,
+}
+
+/// One indexed entry. `C` is how a directory is held: a [`BuildDir`] while the index is
+/// built (entries arrive in any order and may replace each other), then a vector of children
+/// sorted by name, which is smaller and already in `readdir` order.
 struct Entry<C> {
     node: Node<C>,
     mtime_ns: u64,
@@ -286,8 +372,10 @@ struct Entry<C> {
 
 enum Node<C> {
     Dir(C),
-    /// The data's absolute offset in the image and its length.
+    /// The layer whose bytes hold the data, the data's absolute offset in the layer's tar, and
+    /// its length.
     File {
+        layer: u32,
         offset: u64,
         size: u64,
     },
@@ -300,34 +388,43 @@ impl Image {
         Image::open_with(path, ImageLimits::default())
     }
 
-    /// Opens and indexes the tar image at `path`, refusing it if it breaks `limits`.
+    /// Opens and indexes the tar image at `path`, refusing it if it breaks `limits`; a
+    /// compressed image may decompress to at most [`MAX_DECOMPRESSED_BYTES`].
     pub fn open_with(path: &Path, limits: ImageLimits) -> Result<Image, ImageError> {
-        let io_error = |action, source| ImageError::Io {
-            image: path.to_owned(),
-            action,
-            source,
-        };
-        // Check before opening: opening a FIFO would block until a writer came along.
-        let pre = std::fs::metadata(path).map_err(|e| io_error("read its metadata", e))?;
-        if !pre.is_file() {
-            return Err(ImageError::NotAFile {
-                image: path.to_owned(),
+        Image::open_layers_with(&[path], limits, MAX_DECOMPRESSED_BYTES)
+    }
+
+    /// Opens the tar images at `layers` as one tree, each on top of those before it (see the
+    /// [module documentation](self#layers)), with the default limits. Panics if `layers` is
+    /// empty.
+    pub fn open_layers(layers: &[&Path]) -> Result<Image, ImageError> {
+        Image::open_layers_with(layers, ImageLimits::default(), MAX_DECOMPRESSED_BYTES)
+    }
+
+    /// [`Image::open_layers`], refusing the stack if its index breaks `limits` or a
+    /// compressed layer decompresses to more than `max_decompressed_bytes`. Panics if `layers`
+    /// is empty.
+    pub fn open_layers_with(
+        layers: &[&Path],
+        limits: ImageLimits,
+        max_decompressed_bytes: u64,
+    ) -> Result<Image, ImageError> {
+        assert!(!layers.is_empty(), "an image has at least one layer");
+        let mut opened = Vec::with_capacity(layers.len());
+        let mut stack = Stack::default();
+        for (number, path) in layers.iter().enumerate() {
+            let source = Source::open(path, max_decompressed_bytes)?;
+            let indexer = Indexer::new(path, number, limits, &stack)?;
+            let index = source.with_reader(|reader| indexer.run(reader, source.len()))?;
+            stack.push(path, limits, index)?;
+            opened.push(Layer {
+                path: path.to_path_buf(),
+                source,
             });
         }
-        let file = File::open(path).map_err(|e| io_error("open it", e))?;
-        let metadata = file
-            .metadata()
-            .map_err(|e| io_error("read its metadata", e))?;
-        if !metadata.is_file() {
-            return Err(ImageError::NotAFile {
-                image: path.to_owned(),
-            });
-        }
-        let entries = Indexer::new(path, limits).run(&file, metadata.len())?;
         Ok(Image {
-            path: path.to_owned(),
-            file,
-            entries,
+            layers: opened,
+            entries: stack.finish(),
         })
     }
 
@@ -391,8 +488,12 @@ impl Image {
     /// Reads file `id`'s data from `offset` into `buf`, filling as much of `buf` as the file
     /// has left; returns 0 at or after the end. Fails if `id` is not a regular file.
     pub fn read_at(&self, id: EntryId, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let (start, size) = match self.entry(id).node {
-            Node::File { offset, size } => (offset, size),
+        let (layer, start, size) = match self.entry(id).node {
+            Node::File {
+                layer,
+                offset,
+                size,
+            } => (layer, offset, size),
             Node::Dir(_) => return Err(io::ErrorKind::IsADirectory.into()),
             Node::Symlink(_) => return Err(io::ErrorKind::InvalidInput.into()),
         };
@@ -401,23 +502,11 @@ impl Image {
         }
         let wanted = usize::try_from(size - offset).map_or(buf.len(), |left| left.min(buf.len()));
         let buf = &mut buf[..wanted];
-        // No overflow: `open` checked that `start + size` lies within the image.
-        let mut pos = start + offset;
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], pos) {
-                // The index said these bytes exist; if they no longer do, the image was
-                // changed underneath us, and a short read would pass for end of file.
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    done += n;
-                    pos += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        // No overflow: `open` checked that `start + size` lies within the layer.
+        self.layers[layer as usize]
+            .source
+            .read_exact_at(buf, start + offset)?;
+        Ok(wanted)
     }
 
     /// The number of entries, the root included (a hard link adds a name, not an entry;
@@ -431,9 +520,17 @@ impl Image {
         self.entries.is_empty()
     }
 
-    /// The host path the image was opened from.
+    /// The host path the image was opened from; for layers, the lowest layer's.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.layers[0].path
+    }
+
+    /// The host paths of the image's layers, lowest first, and whether each was decompressed
+    /// into memory.
+    pub fn layers(&self) -> impl ExactSizeIterator<Item = (&Path, bool)> {
+        self.layers
+            .iter()
+            .map(|layer| (layer.path.as_path(), layer.source.is_compressed()))
     }
 
     fn entry(&self, id: EntryId) -> &Entry<Children> {
@@ -444,7 +541,7 @@ impl Image {
 impl fmt::Debug for Image {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Image")
-            .field("path", &self.path)
+            .field("layers", &self.layers().collect::<Vec<_>>())
             .field("entries", &self.entries.len())
             .finish_non_exhaustive()
     }
@@ -462,37 +559,59 @@ enum Addition {
     HardLink(EntryId),
 }
 
-/// Builds the index from the tar's entries, in order, checking every limit as it grows.
+/// One layer's index, its ids counted from its own root at `0`, its whiteouts, and what the
+/// index of the layers up to and including it has spent of the limits.
+struct LayerIndex {
+    entries: Vec<Entry<BuildDir>>,
+    whiteouts: Vec<Whiteout>,
+    records: usize,
+    index_bytes: u64,
+}
+
+/// Builds one layer's index from its tar's entries, in order, checking every limit as it
+/// grows.
 struct Indexer<'a> {
     image: &'a Path,
+    /// The layer's number, lowest first, which its file entries read from.
+    layer: u32,
     limits: ImageLimits,
-    entries: Vec<Entry<BuildChildren>>,
-    /// Entries allocated plus hard links, against `limits.max_entries`.
+    entries: Vec<Entry<BuildDir>>,
+    whiteouts: Vec<Whiteout>,
+    /// Entries allocated plus hard links and whiteouts, in this layer and those below,
+    /// against `limits.max_entries`.
     records: usize,
-    /// Bytes of names and symlink targets held, against `limits.max_index_bytes`.
+    /// Bytes of names and symlink targets held, in this layer and those below, against
+    /// `limits.max_index_bytes`.
     index_bytes: u64,
 }
 
 impl<'a> Indexer<'a> {
-    fn new(image: &'a Path, limits: ImageLimits) -> Self {
-        let root = Entry {
-            node: Node::Dir(BTreeMap::new()),
-            mtime_ns: 0,
-            mode: IMPLICIT_DIR_MODE,
-        };
-        Indexer {
+    /// An indexer for layer number `layer`, on top of the layers in `below`.
+    fn new(
+        image: &'a Path,
+        layer: usize,
+        limits: ImageLimits,
+        below: &Stack,
+    ) -> Result<Self, ImageError> {
+        let mut indexer = Indexer {
             image,
+            layer: 0,
             limits,
-            entries: vec![root],
-            records: 1,
-            index_bytes: 0,
-        }
+            entries: Vec::new(),
+            whiteouts: Vec::new(),
+            records: below.records,
+            index_bytes: below.index_bytes,
+        };
+        indexer.layer = u32::try_from(layer).map_err(|_| indexer.too_many())?;
+        let root = indexer.allocate(Node::Dir(BuildDir::default()), IMPLICIT_DIR_MODE, 0)?;
+        debug_assert_eq!(root, ROOT);
+        Ok(indexer)
     }
 
-    fn run(mut self, file: &File, end: u64) -> Result<Vec<Entry<Children>>, ImageError> {
+    fn run(mut self, reader: &mut dyn ReadSeek, end: u64) -> Result<LayerIndex, ImageError> {
         let budget = MetaBudget::new(self.limits.max_meta_bytes);
-        let mut archive = Archive::new(BudgetedFile {
-            file,
+        let mut archive = Archive::new(Budgeted {
+            inner: reader,
             budget: &budget,
         });
         let tar_entries = archive
@@ -605,10 +724,16 @@ impl<'a> Indexer<'a> {
             self.add(&raw_path, &entry, addition, mode, mtime_ns)?;
             last = Some(entry);
         }
-        Ok(self.finish())
+        Ok(LayerIndex {
+            entries: self.entries,
+            whiteouts: self.whiteouts,
+            records: self.records,
+            index_bytes: self.index_bytes,
+        })
     }
 
-    /// Puts `addition` at `raw_path`, creating missing parent directories.
+    /// Puts `addition` at `raw_path`, creating missing parent directories; or, if the name is
+    /// a whiteout, only records it.
     fn add(
         &mut self,
         raw_path: &[u8],
@@ -617,11 +742,12 @@ impl<'a> Indexer<'a> {
         mode: u32,
         mtime_ns: u64,
     ) -> Result<(), ImageError> {
-        let components = components(raw_path).map_err(|fault| ImageError::BadPath {
+        let bad_path = |fault| ImageError::BadPath {
             image: self.image.to_owned(),
             entry: entry.to_owned(),
             fault,
-        })?;
+        };
+        let components = components(raw_path).map_err(bad_path)?;
         let Some((&name, parents)) = components.split_last() else {
             // `./` or `/`: the root itself, which a tar made with `tar -C dir .` lists first.
             if !matches!(addition, Addition::Dir) {
@@ -633,8 +759,18 @@ impl<'a> Indexer<'a> {
             let root = &mut self.entries[ROOT as usize];
             root.mode = mode;
             root.mtime_ns = mtime_ns;
+            if let Node::Dir(dir) = &mut root.node {
+                dir.listed = true;
+            }
             return Ok(());
         };
+        // A whiteout is a marker, not a directory: nothing can be below it.
+        if parents.iter().any(|p| p.starts_with(WHITEOUT_PREFIX)) {
+            return Err(bad_path(PathFault::ThroughWhiteout));
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            return self.whiteout(parents, name, hidden);
+        }
 
         let mut dir = ROOT;
         for (depth, &parent) in parents.iter().enumerate() {
@@ -648,7 +784,7 @@ impl<'a> Indexer<'a> {
                     });
                 }
                 None => {
-                    let id = self.allocate(Node::Dir(BTreeMap::new()), IMPLICIT_DIR_MODE, 0)?;
+                    let id = self.allocate(Node::Dir(BuildDir::default()), IMPLICIT_DIR_MODE, 0)?;
                     self.link(dir, parent, id)?;
                     id
                 }
@@ -658,14 +794,15 @@ impl<'a> Indexer<'a> {
         let existing = self.child(dir, name);
         if let Some(old) = existing {
             let old_entry = &mut self.entries[old as usize];
-            if let Node::Dir(children) = &old_entry.node {
+            if let Node::Dir(old_dir) = &mut old_entry.node {
                 if matches!(addition, Addition::Dir) {
                     // GNU tar keeps an existing directory and only applies the new metadata.
                     old_entry.mode = mode;
                     old_entry.mtime_ns = mtime_ns;
+                    old_dir.listed = true;
                     return Ok(());
                 }
-                if !children.is_empty() {
+                if !old_dir.children.is_empty() {
                     return Err(ImageError::ReplacesNonEmptyDir {
                         image: self.image.to_owned(),
                         entry: entry.to_owned(),
@@ -674,9 +811,21 @@ impl<'a> Indexer<'a> {
             }
         }
         let id = match addition {
-            Addition::Dir => self.allocate(Node::Dir(BTreeMap::new()), mode, mtime_ns)?,
+            Addition::Dir => {
+                let dir = BuildDir {
+                    listed: true,
+                    ..BuildDir::default()
+                };
+                self.allocate(Node::Dir(dir), mode, mtime_ns)?
+            }
             Addition::File { offset, size } => {
-                self.allocate(Node::File { offset, size }, mode, mtime_ns)?
+                let layer = self.layer;
+                let file = Node::File {
+                    layer,
+                    offset,
+                    size,
+                };
+                self.allocate(file, mode, mtime_ns)?
             }
             Addition::Symlink(target) => {
                 self.charge_bytes(target.len())?;
@@ -709,10 +858,25 @@ impl<'a> Indexer<'a> {
         }
     }
 
+    /// Records the whiteout `name` (`.wh.<hidden>`) in the directory `dir`: it counts
+    /// against the limits like an entry, since the index keeps it until the layer is stacked.
+    fn whiteout(&mut self, dir: &[&str], name: &str, hidden: &str) -> Result<(), ImageError> {
+        self.count_record()?;
+        let name = (name != OPAQUE_WHITEOUT).then(|| hidden.to_owned());
+        let bytes =
+            dir.iter().map(|c| c.len()).sum::<usize>() + name.as_ref().map_or(0, String::len);
+        self.charge_bytes(bytes)?;
+        self.whiteouts.push(Whiteout {
+            dir: dir.iter().map(|c| c.to_string()).collect(),
+            name,
+        });
+        Ok(())
+    }
+
     /// The child `name` of `dir`, if `dir` is a directory that has one.
     fn child(&self, dir: EntryId, name: &str) -> Option<EntryId> {
         match &self.entries[dir as usize].node {
-            Node::Dir(children) => children.get(name).copied(),
+            Node::Dir(dir) => dir.children.get(name).copied(),
             _ => None,
         }
     }
@@ -723,13 +887,13 @@ impl<'a> Indexer<'a> {
         if is_new {
             self.charge_bytes(name.len())?;
         }
-        let Node::Dir(children) = &mut self.entries[dir as usize].node else {
+        let Node::Dir(dir) = &mut self.entries[dir as usize].node else {
             unreachable!("`add` only links into directories");
         };
-        match children.get_mut(name) {
+        match dir.children.get_mut(name) {
             Some(slot) => *slot = id,
             None => {
-                children.insert(name.to_owned(), id);
+                dir.children.insert(name.to_owned(), id);
             }
         }
         Ok(())
@@ -737,7 +901,7 @@ impl<'a> Indexer<'a> {
 
     fn allocate(
         &mut self,
-        node: Node<BuildChildren>,
+        node: Node<BuildDir>,
         mode: u32,
         mtime_ns: u64,
     ) -> Result<EntryId, ImageError> {
@@ -812,6 +976,124 @@ impl<'a> Indexer<'a> {
             source,
         }
     }
+}
+
+/// The layers indexed so far, merged into one tree, and what that index has spent of the
+/// limits.
+#[derive(Default)]
+struct Stack {
+    entries: Vec<Entry<BuildDir>>,
+    records: usize,
+    index_bytes: u64,
+}
+
+impl Stack {
+    /// Puts the layer `upper` (from the image at `image`) on top of the stack.
+    ///
+    /// The layer's whiteouts delete from the stack first. Then its entries are appended, their
+    /// ids shifted past the stack's, and its root is merged into the stack's root: each
+    /// directory present in both is merged in turn (a work list rather than recursion, since a
+    /// hostile tar may nest two thousand deep). Only directories reachable from the root
+    /// change; entries the layer hides stay in the index, unreachable, so that ids, and so
+    /// inode numbers, depend only on the tars.
+    fn push(
+        &mut self,
+        image: &Path,
+        limits: ImageLimits,
+        upper: LayerIndex,
+    ) -> Result<(), ImageError> {
+        self.records = upper.records;
+        self.index_bytes = upper.index_bytes;
+        if self.entries.is_empty() {
+            // The lowest layer: its whiteouts have nothing to delete.
+            self.entries = upper.entries;
+            return Ok(());
+        }
+        for whiteout in &upper.whiteouts {
+            self.delete(whiteout);
+        }
+        let too_many = || ImageError::TooManyEntries {
+            image: image.to_owned(),
+            limit: limits.max_entries,
+        };
+        // Every id of the merged index, the last one included, must fit an `EntryId`.
+        EntryId::try_from(self.entries.len() + upper.entries.len()).map_err(|_| too_many())?;
+        let offset = EntryId::try_from(self.entries.len()).map_err(|_| too_many())?;
+        self.entries
+            .extend(upper.entries.into_iter().map(|mut entry| {
+                if let Node::Dir(dir) = &mut entry.node {
+                    for id in dir.children.values_mut() {
+                        *id += offset;
+                    }
+                }
+                entry
+            }));
+
+        let mut todo = vec![(ROOT, offset + ROOT)];
+        while let Some((lower, upper)) = todo.pop() {
+            let upper_dir = match &mut self.entries[upper as usize].node {
+                Node::Dir(dir) => std::mem::take(dir),
+                _ => unreachable!("only directories are merged"),
+            };
+            if upper_dir.listed {
+                let (mode, mtime_ns) = {
+                    let entry = &self.entries[upper as usize];
+                    (entry.mode, entry.mtime_ns)
+                };
+                let entry = &mut self.entries[lower as usize];
+                entry.mode = mode;
+                entry.mtime_ns = mtime_ns;
+            }
+            for (name, id) in upper_dir.children {
+                match self.child(lower, &name) {
+                    Some(below) if self.is_dir(below) && self.is_dir(id) => {
+                        todo.push((below, id));
+                    }
+                    _ => {
+                        self.dir_mut(lower).children.insert(name, id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes what `whiteout` names from the stack, if the stack has it.
+    fn delete(&mut self, whiteout: &Whiteout) {
+        let mut dir = ROOT;
+        for component in &whiteout.dir {
+            match self.child(dir, component) {
+                Some(child) if self.is_dir(child) => dir = child,
+                _ => return,
+            }
+        }
+        let children = &mut self.dir_mut(dir).children;
+        match &whiteout.name {
+            Some(name) => {
+                children.remove(name);
+            }
+            None => children.clear(),
+        }
+    }
+
+    /// The child `name` of `dir`, if `dir` is a directory that has one.
+    fn child(&self, dir: EntryId, name: &str) -> Option<EntryId> {
+        match &self.entries[dir as usize].node {
+            Node::Dir(dir) => dir.children.get(name).copied(),
+            _ => None,
+        }
+    }
+
+    fn is_dir(&self, id: EntryId) -> bool {
+        matches!(self.entries[id as usize].node, Node::Dir(_))
+    }
+
+    fn dir_mut(&mut self, id: EntryId) -> &mut BuildDir {
+        match &mut self.entries[id as usize].node {
+            Node::Dir(dir) => dir,
+            _ => unreachable!("entry {id} is merged as a directory"),
+        }
+    }
 
     /// Turns each directory's map into a vector sorted by name (a `BTreeMap` iterates in key
     /// order, and `String` orders by bytes).
@@ -820,8 +1102,16 @@ impl<'a> Indexer<'a> {
             .into_iter()
             .map(|entry| Entry {
                 node: match entry.node {
-                    Node::Dir(children) => Node::Dir(children.into_iter().collect()),
-                    Node::File { offset, size } => Node::File { offset, size },
+                    Node::Dir(dir) => Node::Dir(dir.children.into_iter().collect()),
+                    Node::File {
+                        layer,
+                        offset,
+                        size,
+                    } => Node::File {
+                        layer,
+                        offset,
+                        size,
+                    },
                     Node::Symlink(target) => Node::Symlink(target),
                 },
                 mtime_ns: entry.mtime_ns,
@@ -857,13 +1147,13 @@ impl MetaBudget {
     }
 }
 
-/// The image file as the tar crate sees it: seeks are free, reads draw on the budget.
-struct BudgetedFile<'a> {
-    file: &'a File,
+/// A layer's tar as the tar crate sees it: seeks are free, reads draw on the budget.
+struct Budgeted<'a> {
+    inner: &'a mut dyn ReadSeek,
     budget: &'a MetaBudget,
 }
 
-impl Read for BudgetedFile<'_> {
+impl Read for Budgeted<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -874,15 +1164,15 @@ impl Read for BudgetedFile<'_> {
             return Err(io::Error::other("extended header read budget spent"));
         }
         let allowed = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-        let n = self.file.read(&mut buf[..allowed])?;
+        let n = self.inner.read(&mut buf[..allowed])?;
         self.budget.left.set(left - n as u64);
         Ok(n)
     }
 }
 
-impl Seek for BudgetedFile<'_> {
+impl Seek for Budgeted<'_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file.seek(pos)
+        self.inner.seek(pos)
     }
 }
 
@@ -1816,5 +2106,532 @@ mod tests {
         assert!(matches!(err, ImageError::NotAFile { .. }), "{err:?}");
         let err = Image::open(&dir.path().join("missing.tar")).unwrap_err();
         assert!(matches!(err, ImageError::Io { .. }), "{err:?}");
+    }
+
+    // ----- compressed images --------------------------------------------------------------
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).expect("compress");
+        encoder.finish().expect("finish compressing")
+    }
+
+    /// Writes each layer to a temporary file and opens them as one image, lowest first. The
+    /// files are returned too, so that they outlive the test's use of the image.
+    fn open_layers_with(
+        layers: &[&[u8]],
+        limits: ImageLimits,
+        max_decompressed: u64,
+    ) -> (Vec<tempfile::NamedTempFile>, Result<Image, ImageError>) {
+        let files: Vec<tempfile::NamedTempFile> = layers
+            .iter()
+            .map(|bytes| {
+                let mut file = tempfile::NamedTempFile::new().expect("create a temporary file");
+                file.write_all(bytes).expect("write the layer");
+                file
+            })
+            .collect();
+        let paths: Vec<&Path> = files.iter().map(|f| f.path()).collect();
+        let image = Image::open_layers_with(&paths, limits, max_decompressed);
+        (files, image)
+    }
+
+    fn open_layers(layers: &[&[u8]]) -> (Vec<tempfile::NamedTempFile>, Result<Image, ImageError>) {
+        open_layers_with(layers, ImageLimits::default(), MAX_DECOMPRESSED_BYTES)
+    }
+
+    /// The tree as the guest would list it, depth first in `readdir` order: `dir/`,
+    /// `file = content`, `link -> target`.
+    fn tree(image: &Image) -> Vec<String> {
+        fn walk(image: &Image, prefix: &str, dir: EntryId, out: &mut Vec<String>) {
+            for (name, id) in image.children(dir) {
+                let path = format!("{prefix}{name}");
+                match image.kind(*id) {
+                    EntryKind::Dir => {
+                        out.push(format!("{path}/"));
+                        walk(image, &format!("{path}/"), *id, out);
+                    }
+                    EntryKind::File => out.push(format!(
+                        "{path} = {}",
+                        String::from_utf8_lossy(&read_all(image, *id))
+                    )),
+                    EntryKind::Symlink => {
+                        out.push(format!("{path} -> {}", image.symlink_target(*id).unwrap()))
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(image, "", image.root(), &mut out);
+        out
+    }
+
+    /// [`tree`] with every entry's metadata, inode included: what `stat` would tell apart.
+    fn view(image: &Image) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![(String::from("."), image.root())];
+        while let Some((path, id)) = todo.pop() {
+            let meta = image.meta(id);
+            let detail = match image.kind(id) {
+                EntryKind::Dir => {
+                    for (name, child) in image.children(id).iter().rev() {
+                        todo.push((format!("{path}/{name}"), *child));
+                    }
+                    String::new()
+                }
+                EntryKind::File => format!("{:?}", read_all(image, id)),
+                EntryKind::Symlink => image.symlink_target(id).unwrap().to_owned(),
+            };
+            out.push(format!("{path} {meta:?} {detail}"));
+        }
+        out
+    }
+
+    /// A tar of everything the index handles: directories listed and implied, files around
+    /// block sizes, a symlink, a hard link, a long name.
+    fn varied_tar() -> Vec<u8> {
+        tar(|b| {
+            let mut h = header(EntryType::Directory, 0);
+            h.set_mode(0o700);
+            b.append_data(&mut h, "dir", &[][..]).unwrap();
+            for len in [0, 1, 511, 512, 513, 3000] {
+                add_file(b, &format!("dir/f{len}"), &pattern(len));
+            }
+            add_file(b, "implied/deeper/leaf", b"leaf");
+            add_raw(b, b"sym", EntryType::Symlink, b"dir/f1", b"");
+            add_raw(b, b"hard", EntryType::Link, b"dir/f512", b"");
+            add_file(b, &format!("{}/long", "n".repeat(150)), b"long name");
+        })
+    }
+
+    #[test]
+    fn a_gzip_image_reads_like_its_plain_tar() {
+        let plain = varied_tar();
+        let (_plain_file, plain_image) = open_bytes(&plain);
+        let plain_image = plain_image.unwrap();
+        let (_gz_file, gz_image) = open_bytes(&gzip(&plain));
+        let gz_image = gz_image.unwrap();
+        assert_eq!(view(&gz_image), view(&plain_image));
+        assert_eq!(gz_image.len(), plain_image.len());
+        assert!(gz_image.layers().all(|(_, compressed)| compressed));
+        assert!(plain_image.layers().all(|(_, compressed)| !compressed));
+
+        // Reads at any offset stay inside the entry, as from disk.
+        let id = resolve(&gz_image, "dir/f3000").unwrap();
+        let mut buf = vec![0; 700];
+        assert_eq!(gz_image.read_at(id, 2500, &mut buf).unwrap(), 500);
+        assert_eq!(&buf[..500], &pattern(3000)[2500..]);
+        assert_eq!(gz_image.read_at(id, 3000, &mut buf).unwrap(), 0);
+        assert_eq!(gz_image.read_at(id, u64::MAX, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn gzip_is_known_by_its_magic_bytes_not_the_file_name() {
+        let plain = varied_tar();
+        let dir = tempfile::tempdir().unwrap();
+        let (gz_named_tar, tar_named_gz) = (dir.path().join("a.tar"), dir.path().join("b.tgz"));
+        std::fs::write(&gz_named_tar, gzip(&plain)).unwrap();
+        std::fs::write(&tar_named_gz, &plain).unwrap();
+        let a = Image::open(&gz_named_tar).unwrap();
+        let b = Image::open(&tar_named_gz).unwrap();
+        assert_eq!(view(&a), view(&b));
+        assert_eq!(a.layers().map(|(_, gz)| gz).collect::<Vec<_>>(), [true]);
+        assert_eq!(b.layers().map(|(_, gz)| gz).collect::<Vec<_>>(), [false]);
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_when_it_reaches_the_limit() {
+        // 16 MiB of zeros in a tar compresses to about 16 KiB.
+        let bomb = gzip(&tar(|b| add_file(b, "zeros", &vec![0; 16 << 20])));
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let limit = 1 << 20;
+        let (files, err) = open_layers_with(&[&bomb], ImageLimits::default(), limit);
+        let err = err.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ImageError::DecompressedTooLarge { limit: 1048576, .. }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "image `{}`: decompresses to more than 1048576 bytes, the most a compressed \
+                 image may hold in memory; mount it as a plain tar instead",
+                files[0].path().display()
+            )
+        );
+        // They fit a limit exactly as large as they are: a header, the data and the two
+        // zero blocks that end a tar.
+        let size = 512 + (16 << 20) + 1024;
+        let (_files, image) = open_layers_with(&[&bomb], ImageLimits::default(), size);
+        let image = image.unwrap();
+        assert_eq!(image.meta(resolve(&image, "zeros").unwrap()).size, 16 << 20);
+    }
+
+    #[test]
+    fn corrupt_gzip_is_refused_naming_the_image() {
+        let good = gzip(&varied_tar());
+        let mut flipped = good.clone();
+        let middle = flipped.len() / 2;
+        for byte in &mut flipped[middle..middle + 8] {
+            *byte ^= 0x55;
+        }
+        let mut bad_crc = good.clone();
+        let crc_at = bad_crc.len() - 8;
+        bad_crc[crc_at] ^= 1;
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"trailing garbage");
+        let cases: [(&str, &[u8]); 5] = [
+            ("flipped", &flipped),
+            ("cut short", &good[..good.len() - 20]),
+            ("bad checksum", &bad_crc),
+            ("header only", &[0x1f, 0x8b]),
+            ("trailing garbage", &trailing),
+        ];
+        for (case, bytes) in cases {
+            let (file, err) = open_bytes(bytes);
+            let Err(err) = err else {
+                panic!("{case}: a corrupt gzip image was accepted");
+            };
+            assert!(matches!(err, ImageError::Gzip { .. }), "{case}: {err:?}");
+            let prefix = format!("image `{}`: malformed gzip data", file.path().display());
+            assert_eq!(err.to_string(), prefix, "{case}");
+            assert!(std::error::Error::source(&err).is_some(), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_gzip_image_holding_a_bad_tar_is_refused_like_the_tar() {
+        let bytes = tar(|b| add_raw(b, b"../evil", EntryType::Regular, b"", b"x"));
+        let (file, err) = open_bytes(&gzip(&bytes));
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            format!(
+                "image `{}`: entry `../evil` leaves the image (it has a `..` component)",
+                file.path().display()
+            )
+        );
+        let (_file, err) = open_bytes(&gzip(b"not a tar at all, but compressed"));
+        assert!(matches!(err.unwrap_err(), ImageError::Malformed { .. }));
+    }
+
+    // ----- layers ---------------------------------------------------------------------------
+
+    #[test]
+    fn a_later_layer_hides_the_same_path_in_an_earlier_one() {
+        let lower = tar(|b| {
+            add_file(b, "same.txt", b"lower");
+            add_file(b, "lower-only.txt", b"kept");
+            add_raw(b, b"link", EntryType::Symlink, b"same.txt", b"");
+        });
+        let upper = tar(|b| {
+            add_file(b, "same.txt", b"upper");
+            add_file(b, "upper-only.txt", b"added");
+            add_raw(b, b"link", EntryType::Symlink, b"upper-only.txt", b"");
+        });
+        let (_files, image) = open_layers(&[&lower, &upper]);
+        assert_eq!(
+            tree(&image.unwrap()),
+            [
+                "link -> upper-only.txt",
+                "lower-only.txt = kept",
+                "same.txt = upper",
+                "upper-only.txt = added",
+            ]
+        );
+        // The order is what decides.
+        let (_files, image) = open_layers(&[&upper, &lower]);
+        assert_eq!(
+            tree(&image.unwrap()),
+            [
+                "link -> same.txt",
+                "lower-only.txt = kept",
+                "same.txt = lower",
+                "upper-only.txt = added",
+            ]
+        );
+    }
+
+    #[test]
+    fn directories_of_layers_merge_recursively() {
+        let lower = tar(|b| {
+            let mut h = header(EntryType::Directory, 0);
+            h.set_mode(0o700);
+            h.set_mtime(100);
+            b.append_data(&mut h, "listed", &[][..]).unwrap();
+            add_file(b, "listed/a", b"lower a");
+            add_file(b, "listed/b", b"lower b");
+            add_file(b, "listed/deep/x", b"lower x");
+            let mut h = header(EntryType::Directory, 0);
+            h.set_mode(0o711);
+            b.append_data(&mut h, "implied", &[][..]).unwrap();
+            add_file(b, "implied/old", b"old");
+        });
+        let upper = tar(|b| {
+            let mut h = header(EntryType::Directory, 0);
+            h.set_mode(0o750);
+            h.set_mtime(200);
+            b.append_data(&mut h, "listed", &[][..]).unwrap();
+            add_file(b, "listed/b", b"upper b");
+            add_file(b, "listed/c", b"upper c");
+            add_file(b, "listed/deep/y", b"upper y");
+            // Only implied here: the lower directory's mode stays.
+            add_file(b, "implied/new", b"new");
+        });
+        let (_files, image) = open_layers(&[&lower, &upper]);
+        let image = image.unwrap();
+        assert_eq!(
+            tree(&image),
+            [
+                "implied/",
+                "implied/new = new",
+                "implied/old = old",
+                "listed/",
+                "listed/a = lower a",
+                "listed/b = upper b",
+                "listed/c = upper c",
+                "listed/deep/",
+                "listed/deep/x = lower x",
+                "listed/deep/y = upper y",
+            ]
+        );
+        let listed = resolve(&image, "listed").unwrap();
+        assert_eq!(image.meta(listed).mode, 0o750);
+        assert_eq!(image.meta(listed).mtime_ns, 200 * NANOS_PER_SEC);
+        assert_eq!(image.meta(resolve(&image, "implied").unwrap()).mode, 0o711);
+
+        // A merged directory keeps the lower layer's inode: entries of a single-layer image
+        // of the lower tar have the same numbers.
+        let (_file, alone) = open_bytes(&lower);
+        let alone = alone.unwrap();
+        for path in ["listed", "listed/deep", "implied", "listed/a"] {
+            assert_eq!(
+                image.meta(resolve(&image, path).unwrap()).ino,
+                alone.meta(resolve(&alone, path).unwrap()).ino,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_replaces_a_directory_below_and_a_directory_replaces_a_file() {
+        let lower = tar(|b| {
+            add_file(b, "was-dir/child", b"hidden with its directory");
+            add_file(b, "was-dir/sub/deeper", b"hidden too");
+            add_file(b, "was-file", b"replaced by a directory");
+            add_file(b, "was-link-target/inside", b"x");
+            add_raw(b, b"was-link", EntryType::Symlink, b"was-link-target", b"");
+        });
+        let upper = tar(|b| {
+            add_file(b, "was-dir", b"now a file");
+            add_file(b, "was-file/inside", b"a directory now");
+            // Implied by its child, a directory still replaces the symlink: it is not followed.
+            add_file(b, "was-link/new", b"not in was-link-target");
+        });
+        let (_files, image) = open_layers(&[&lower, &upper]);
+        assert_eq!(
+            tree(&image.unwrap()),
+            [
+                "was-dir = now a file",
+                "was-file/",
+                "was-file/inside = a directory now",
+                "was-link/",
+                "was-link/new = not in was-link-target",
+                "was-link-target/",
+                "was-link-target/inside = x",
+            ]
+        );
+    }
+
+    #[test]
+    fn whiteouts_delete_entries_of_the_layers_below() {
+        let lower = tar(|b| {
+            add_file(b, "gone", b"x");
+            add_file(b, "gone-dir/child", b"x");
+            add_file(b, "dir/gone", b"x");
+            add_file(b, "dir/kept", b"kept");
+            add_file(b, "opaque/hidden", b"x");
+            add_file(b, "opaque/sub/hidden", b"x");
+            add_file(b, "readded", b"lower");
+            // In the lowest layer, a whiteout has nothing to hide, and is not shown.
+            add_file(b, ".wh.nothing", b"");
+        });
+        let upper = tar(|b| {
+            add_file(b, ".wh.gone", b"");
+            add_raw(b, b".wh.gone-dir", EntryType::Directory, b"", b"");
+            add_file(b, "dir/.wh.gone", b"");
+            add_file(b, "dir/.wh.never-existed", b"");
+            add_file(b, "opaque/.wh..wh..opq", b"");
+            add_file(b, "opaque/new", b"only this");
+            // A whiteout does not touch its own layer, whichever comes first in the tar.
+            add_file(b, "readded", b"upper");
+            add_file(b, ".wh.readded", b"");
+            add_file(b, ".wh.upper-too", b"");
+            add_file(b, "upper-too", b"upper too");
+            // Nothing to delete: neither implies a directory, nor goes through a file.
+            add_file(b, "absent/.wh.x", b"");
+            add_file(b, "dir/kept/.wh.y", b"");
+        });
+        let (_files, image) = open_layers(&[&lower, &upper]);
+        assert_eq!(
+            tree(&image.unwrap()),
+            [
+                "dir/",
+                "dir/kept = kept",
+                "opaque/",
+                "opaque/new = only this",
+                "readded = upper",
+                "upper-too = upper too",
+            ]
+        );
+
+        // A third layer can bring a deleted name back.
+        let third = tar(|b| add_file(b, "gone", b"back"));
+        let (_files, image) = open_layers(&[&lower, &upper, &third]);
+        assert!(tree(&image.unwrap()).contains(&"gone = back".to_owned()));
+    }
+
+    #[test]
+    fn a_path_through_a_whiteout_is_refused() {
+        let bytes = tar(|b| add_file(b, "dir/.wh.x/y", b"below a marker"));
+        let (_file, err) = open_bytes(&bytes);
+        let err = err.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ImageError::BadPath {
+                    fault: PathFault::ThroughWhiteout,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().ends_with(
+            "entry `dir/.wh.x/y` goes through a whiteout (a `.wh.` name), which can only end a path"
+        ));
+    }
+
+    #[test]
+    fn hard_links_keep_their_own_layer_data() {
+        let lower = tar(|b| {
+            add_file(b, "f", b"lower data");
+            add_raw(b, b"link", EntryType::Link, b"f", b"");
+        });
+        let upper = tar(|b| add_file(b, "f", b"upper data"));
+        let (_files, image) = open_layers(&[&lower, &upper]);
+        let image = image.unwrap();
+        assert_eq!(
+            read_all(&image, resolve(&image, "f").unwrap()),
+            b"upper data"
+        );
+        assert_eq!(
+            read_all(&image, resolve(&image, "link").unwrap()),
+            b"lower data"
+        );
+        // A hard link cannot reach into another layer.
+        let upper = tar(|b| add_raw(b, b"link2", EntryType::Link, b"f", b""));
+        let (_files, err) = open_layers(&[&lower, &upper]);
+        assert!(matches!(
+            err.unwrap_err(),
+            ImageError::HardLinkTarget { .. }
+        ));
+    }
+
+    #[test]
+    fn plain_and_gzip_layers_mix() {
+        let lower = tar(|b| {
+            add_file(b, "from-plain", b"plain bytes");
+            add_file(b, "both", b"plain");
+        });
+        let upper = gzip(&tar(|b| {
+            add_file(b, "from-gzip", b"gzip bytes");
+            add_file(b, "both", b"gzip");
+        }));
+        let (files, image) = open_layers(&[&lower, &upper]);
+        let image = image.unwrap();
+        assert_eq!(
+            tree(&image),
+            [
+                "both = gzip",
+                "from-gzip = gzip bytes",
+                "from-plain = plain bytes"
+            ]
+        );
+        let layers: Vec<(&Path, bool)> = image.layers().collect();
+        assert_eq!(layers, [(files[0].path(), false), (files[1].path(), true)]);
+        assert_eq!(image.path(), files[0].path());
+    }
+
+    #[test]
+    fn layered_images_are_indexed_the_same_every_time() {
+        let lower = varied_tar();
+        let upper = tar(|b| {
+            add_file(b, "dir/f1", b"replaced");
+            add_file(b, "zz/new", b"new");
+            add_file(b, "aa", b"first in readdir");
+            add_file(b, "implied/.wh.deeper", b"");
+        });
+        let (_files, first) = open_layers(&[&lower, &upper]);
+        let (_files, second) = open_layers(&[&lower, &upper]);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(view(&first), view(&second));
+        let mut inos = BTreeMap::new();
+        let mut todo = vec![first.root()];
+        while let Some(dir) = todo.pop() {
+            let names = names(&first, dir);
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            assert_eq!(names, sorted, "readdir order is byte order");
+            for (name, id) in first.children(dir) {
+                // Hard links share an inode; nothing else does.
+                if let Some(other) = inos.insert(first.meta(*id).ino, name.clone()) {
+                    let mut pair = [other.as_str(), name.as_str()];
+                    pair.sort_unstable();
+                    assert_eq!(pair, ["f512", "hard"]);
+                }
+                if first.kind(*id) == EntryKind::Dir {
+                    todo.push(*id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_limits_apply_to_all_layers_together() {
+        let limits = ImageLimits {
+            max_entries: 10,
+            ..ImageLimits::default()
+        };
+        let layer = |prefix: &str| {
+            tar(|b| {
+                for i in 0..4 {
+                    add_file(b, &format!("{prefix}{i}"), b"");
+                }
+            })
+        };
+        let (a, b, c) = (layer("a"), layer("b"), layer("c"));
+        // Two layers: two roots and eight files.
+        let (_files, image) = open_layers_with(&[&a, &b], limits, MAX_DECOMPRESSED_BYTES);
+        assert_eq!(image.unwrap().len(), 10);
+        let (files, err) = open_layers_with(&[&a, &b, &c], limits, MAX_DECOMPRESSED_BYTES);
+        let err = err.unwrap_err();
+        assert!(
+            matches!(&err, ImageError::TooManyEntries { image, limit: 10 } if image == files[2].path()),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_layer_is_named_in_the_error() {
+        let good = tar(|b| add_file(b, "ok", b"ok"));
+        let (files, err) = open_layers(&[&good, b"garbage that is not a tar"]);
+        let err = err.unwrap_err();
+        let prefix = format!("image `{}`: ", files[1].path().display());
+        assert!(err.to_string().starts_with(&prefix), "{err}");
+        let (files, err) = open_layers(&[&good, &[0x1f, 0x8b, 0, 0]]);
+        let err = err.unwrap_err();
+        assert!(matches!(&err, ImageError::Gzip { image, .. } if image == files[1].path()));
     }
 }

@@ -7,7 +7,8 @@
 //! * the in-memory [scratch](crate::scratch) tree at `/` (unless something is mounted at `/`);
 //! * `/dev`, a small synthetic tree of devices (`null`, `zero`, `full`, `random`, `urandom`)
 //!   and of the manifest's channels (`/dev/<name>`, names may nest: `/dev/in/map-1`);
-//! * read-only [tar images](crate::image) and [host directories](crate::host) mounted at paths.
+//! * read-only [tar images](crate::image) and [host directories](crate::host) mounted at paths
+//!   (several image mounts at one path are the layers of one image).
 //!
 //! Mount points (and `/dev`) are *overlays*: entries keyed by (parent directory, name) that hide
 //! whatever the parent has under that name. Their parents are always the root or scratch
@@ -304,17 +305,41 @@ impl Fs {
         fs.channels = config.channels;
 
         // Mounts: the one at `/` (if any) becomes the root; the others hang as overlays on the
-        // root or on scratch directories created for them.
+        // root or on scratch directories created for them. Image mounts at the same path are
+        // the layers of one image, opened together at the first of them.
         let mut preopens = Vec::new();
         let mut mount_nodes = Vec::new();
+        let guests: Vec<String> = config.mounts.iter().map(Mount::guest_abs).collect();
+        // The image mounts among the first `n` mounts whose guest path is `abs`, in order.
+        let images_at = |n: usize, abs: &str| -> Vec<&std::path::Path> {
+            config.mounts[..n]
+                .iter()
+                .zip(&guests)
+                .filter_map(|(m, guest)| match &m.source {
+                    MountSource::Image(path) if guest == abs => Some(path.as_path()),
+                    _ => None,
+                })
+                .collect()
+        };
         for (i, m) in config.mounts.iter().enumerate() {
             let mount_err = |message: String| SetupError::Mount {
                 guest: m.guest.clone(),
                 message,
             };
+            let abs = &guests[i];
             let node = match &m.source {
-                MountSource::Image(path) => {
-                    let image = Image::open(path).map_err(|e| mount_err(error_chain(&e)))?;
+                MountSource::Image(_) if !images_at(i, abs).is_empty() => {
+                    // A layer of the image mounted at the first of them.
+                    fs.mounts.push(MountInfo {
+                        writable: false,
+                        shared: None,
+                    });
+                    continue;
+                }
+                MountSource::Image(_) => {
+                    let layers = images_at(config.mounts.len(), abs);
+                    let image =
+                        Image::open_layers(&layers).map_err(|e| mount_err(error_chain(&e)))?;
                     fs.images.push(image);
                     let img = (fs.images.len() - 1) as u32;
                     Node::Image {
@@ -337,7 +362,7 @@ impl Fs {
                 writable: matches!(m.source, MountSource::Dir { writable: true, .. }),
                 shared: config.shared_inodes.get(i).cloned().flatten(),
             });
-            mount_nodes.push((m.guest_abs(), node));
+            mount_nodes.push((abs.clone(), node));
         }
         // Root first, so that later overlays know whether the root is scratch.
         if let Some(pos) = mount_nodes.iter().position(|(abs, _)| abs == "/") {
@@ -416,8 +441,11 @@ impl Fs {
                 preopen: None,
             }));
         }
-        for m in config.mounts {
-            preopens.push(m.guest.clone());
+        for (i, m) in config.mounts.iter().enumerate() {
+            // One preopen per directory, however many layers it has.
+            if !guests[..i].contains(&guests[i]) {
+                preopens.push(m.guest.clone());
+            }
         }
         if !config.mounts.iter().any(|m| m.guest == "/") {
             preopens.push("/".to_string());

@@ -6,9 +6,15 @@
 //! walk: every entry's children, metadata and symlink target can be asked for, and
 //! [`Image::read_at`] never hands back more bytes than the entry holds. The `tar_image`
 //! cargo-fuzz target in `fuzz/` runs the same checks for as long as one likes.
+//!
+//! Two more properties cover what is built on the index: a tar and its gzip-compressed copy
+//! give the same view (or the same error), and a stack of layers is what applying each
+//! layer's whiteouts and then laying its tree over the layers below gives, computed here
+//! from the single-layer images with a simple model.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
+use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -547,4 +553,288 @@ fn seeds_open_and_read_back() {
     assert_eq!(hard, image.lookup(dir, "f512").unwrap());
     let sym = image.lookup(dir, "sym").unwrap();
     assert_eq!(image.symlink_target(sym), Some("f1"));
+}
+
+// ----- gzip: the same view as the plain tar -----------------------------------------------------
+
+fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(bytes).unwrap();
+    file.flush().unwrap();
+    file
+}
+
+/// Everything a guest can learn of an image: each reachable path in walk order, with its
+/// metadata (inode included) and its content or target.
+fn view(image: &Image) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![(".".to_owned(), image.root())];
+    while let Some((path, id)) = todo.pop() {
+        let detail = match image.kind(id) {
+            EntryKind::Dir => {
+                for (name, child) in image.children(id) {
+                    todo.push((format!("{path}/{name}"), *child));
+                }
+                String::new()
+            }
+            EntryKind::File => {
+                let mut buf = vec![0; image.meta(id).size as usize + 1];
+                let n = image.read_at(id, 0, &mut buf).unwrap();
+                format!("{:?}", &buf[..n])
+            }
+            EntryKind::Symlink => image.symlink_target(id).unwrap().to_owned(),
+        };
+        out.push(format!("{path} {:?} {detail}", image.meta(id)));
+    }
+    out
+}
+
+/// An error with its causes, the image's path replaced, so that two images' errors compare.
+fn error_text(err: &dyn std::error::Error, path: &Path) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text.replace(&path.display().to_string(), "IMAGE")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A `.tar` and its `.tar.gz` are the same image: the same tree, metadata, inodes and
+    /// bytes, or the same refusal.
+    #[test]
+    fn a_tar_and_its_gzip_give_identical_views(
+        seed in 0..3usize,
+        mutations in proptest::collection::vec(mutation(), 0..4),
+        level in 0..=9u32,
+    ) {
+        let mut bytes = seeds()[seed].clone();
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        // Such a "tar" would itself be read as gzip.
+        prop_assume!(!bytes.starts_with(&[0x1f, 0x8b]));
+        let plain = temp_file(&bytes);
+        let compressed = temp_file(&gzip(&bytes, level));
+        let from_plain = Image::open_with(plain.path(), LIMITS);
+        let from_gzip = Image::open_with(compressed.path(), LIMITS);
+        match (from_plain, from_gzip) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(view(&a), view(&b));
+                prop_assert_eq!(a.len(), b.len());
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(
+                error_text(&a, plain.path()),
+                error_text(&b, compressed.path())
+            ),
+            (a, b) => prop_assert!(false, "plain: {:?}\ngzip: {:?}", a.err(), b.err()),
+        }
+    }
+
+    /// Compressed garbage, and corrupted gzip of a real tar, are refused or walk safely.
+    #[test]
+    fn corrupt_gzip_never_panics(
+        seed in 0..3usize,
+        flips in proptest::collection::vec((any::<usize>(), 1..=255u8), 0..4),
+        garbage in proptest::collection::vec(any::<u8>(), 0..200),
+        offsets in offsets(),
+        lens in lens(),
+    ) {
+        let mut bytes = gzip(&seeds()[seed], 6);
+        let len = bytes.len();
+        for (at, x) in &flips {
+            bytes[at % len] ^= x;
+        }
+        open_and_walk(&bytes, &offsets, &lens)?;
+        let mut garbage_gzip = vec![0x1f, 0x8b];
+        garbage_gzip.extend(&garbage);
+        open_and_walk(&garbage_gzip, &offsets, &lens)?;
+    }
+}
+
+// ----- layers: a model of the union ---------------------------------------------------------------
+
+/// What a path is in a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Thing {
+    Dir,
+    File(Vec<u8>),
+    Link(String),
+}
+
+/// A tree as a map from path (components joined with `/`) to what is there; every ancestor
+/// of a path is in the map as a directory.
+type Tree = BTreeMap<String, Thing>;
+
+fn tree_of(image: &Image) -> Tree {
+    let mut tree = Tree::new();
+    let mut todo = vec![(String::new(), image.root())];
+    while let Some((prefix, dir)) = todo.pop() {
+        for (name, id) in image.children(dir) {
+            let path = format!("{prefix}{name}");
+            let thing = match image.kind(*id) {
+                EntryKind::Dir => {
+                    todo.push((format!("{path}/"), *id));
+                    Thing::Dir
+                }
+                EntryKind::File => {
+                    let mut buf = vec![0; image.meta(*id).size as usize];
+                    image.read_at(*id, 0, &mut buf).unwrap();
+                    Thing::File(buf)
+                }
+                EntryKind::Symlink => Thing::Link(image.symlink_target(*id).unwrap().to_owned()),
+            };
+            tree.insert(path, thing);
+        }
+    }
+    tree
+}
+
+/// Removes `path` and everything below it.
+fn remove_tree(tree: &mut Tree, path: &str) {
+    let below = format!("{path}/");
+    tree.retain(|p, _| p != path && !p.starts_with(&below));
+}
+
+/// One generated entry of a layer: its path components and what it is.
+#[derive(Debug, Clone)]
+struct LayerEntry {
+    components: Vec<&'static str>,
+    thing: Thing,
+}
+
+fn layer_entry() -> impl Strategy<Value = LayerEntry> {
+    let name = prop::sample::select(vec!["a", "b", "c"]);
+    let last = prop::sample::select(vec![
+        "a",
+        "b",
+        "c",
+        ".wh.a",
+        ".wh.b",
+        ".wh.c",
+        ".wh..wh..opq",
+    ]);
+    let thing = prop_oneof![
+        3 => any::<u8>().prop_map(|b| Thing::File(vec![b; 3])),
+        2 => Just(Thing::Dir),
+        1 => prop::sample::select(vec!["a", "../b", "/c"]).prop_map(|t| Thing::Link(t.into())),
+    ];
+    (proptest::collection::vec(name, 0..3), last, thing).prop_map(
+        |(mut components, last, thing)| {
+            components.push(last);
+            LayerEntry { components, thing }
+        },
+    )
+}
+
+fn layer_tar(entries: &[LayerEntry]) -> Vec<u8> {
+    let mut b = Builder::new(Vec::new());
+    for entry in entries {
+        let path = entry.components.join("/");
+        match &entry.thing {
+            Thing::Dir => b
+                .append_data(&mut header(EntryType::Directory, 0), &path, &[][..])
+                .unwrap(),
+            Thing::File(data) => b
+                .append_data(
+                    &mut header(EntryType::Regular, data.len()),
+                    &path,
+                    &data[..],
+                )
+                .unwrap(),
+            Thing::Link(target) => b
+                .append_link(&mut header(EntryType::Symlink, 0), &path, target)
+                .unwrap(),
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// Lays a layer (its tree alone, and its entries for the whiteouts) over `below`.
+fn model_stack(below: &mut Tree, layer: &Tree, entries: &[LayerEntry]) {
+    for entry in entries {
+        let (last, dir) = entry.components.split_last().unwrap();
+        let Some(hidden) = last.strip_prefix(".wh.") else {
+            continue;
+        };
+        let dir = dir.join("/");
+        if !dir.is_empty() && below.get(&dir) != Some(&Thing::Dir) {
+            continue;
+        }
+        if *last == ".wh..wh..opq" {
+            if dir.is_empty() {
+                below.clear();
+            } else {
+                let inside = format!("{dir}/");
+                below.retain(|p, _| !p.starts_with(&inside));
+            }
+        } else if dir.is_empty() {
+            remove_tree(below, hidden);
+        } else {
+            remove_tree(below, &format!("{dir}/{hidden}"));
+        }
+    }
+    // Parents come before their children in a `BTreeMap` of these names.
+    for (path, thing) in layer {
+        if !(thing == &Thing::Dir && below.get(path) == Some(&Thing::Dir)) {
+            remove_tree(below, path);
+            below.insert(path.clone(), thing.clone());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A stack of layers, each plain or compressed, is refused exactly when one of its layers
+    /// is refused on its own (with that layer's error), and otherwise shows the model's tree.
+    #[test]
+    fn stacked_layers_match_the_union_model(
+        layers in proptest::collection::vec(
+            (proptest::collection::vec(layer_entry(), 1..6), any::<bool>()),
+            1..4,
+        ),
+    ) {
+        let files: Vec<tempfile::NamedTempFile> = layers
+            .iter()
+            .map(|(entries, compressed)| {
+                let tar = layer_tar(entries);
+                temp_file(&if *compressed { gzip(&tar, 1) } else { tar })
+            })
+            .collect();
+        let paths: Vec<&Path> = files.iter().map(|f| f.path()).collect();
+        let stacked = Image::open_layers(&paths);
+
+        let mut model = Tree::new();
+        for ((entries, _), path) in layers.iter().zip(&paths) {
+            match Image::open(path) {
+                Ok(alone) => model_stack(&mut model, &tree_of(&alone), entries),
+                Err(alone) => {
+                    let stacked = stacked.err().map(|e| e.to_string());
+                    prop_assert_eq!(stacked, Some(alone.to_string()));
+                    return Ok(());
+                }
+            }
+        }
+        let stacked = stacked.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(tree_of(&stacked), model);
+        walk(&stacked, &[0, 1, 2], &[1, 3, 8])?;
+    }
 }

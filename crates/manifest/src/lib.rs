@@ -162,13 +162,32 @@ mod tests {
         m.env.insert("A=B".into(), "x".into());
         assert!(m.check().unwrap_err().contains("without `=`"));
         let mut m = ok;
+        // Images at one path are layers of one image; anything else there is a duplicate.
         for guest in ["/data", "data/"] {
             m.mounts.push(Mount {
                 guest: guest.into(),
                 source: MountSource::Image("/i.tar".into()),
             });
         }
-        assert_eq!(m.check().unwrap_err(), "duplicate mount `data/`");
+        assert_eq!(m.check(), Ok(()));
+        let dir = MountSource::Dir {
+            path: "/d".into(),
+            writable: false,
+        };
+        let mut with_dir = m.clone();
+        with_dir.mounts.push(Mount {
+            guest: "./data".into(),
+            source: dir.clone(),
+        });
+        assert_eq!(with_dir.check().unwrap_err(), "duplicate mount `./data`");
+        m.mounts.insert(
+            0,
+            Mount {
+                guest: "/data".into(),
+                source: dir,
+            },
+        );
+        assert_eq!(m.check().unwrap_err(), "duplicate mount `/data`");
     }
 
     #[test]

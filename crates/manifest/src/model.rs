@@ -103,7 +103,8 @@ impl Manifest {
     /// Checks a manifest built by other means than parsing (the CLI's flags, say) against the
     /// rules the parsers enforce: limit ranges, the standard channels and their directions,
     /// modes that fit host streams, etag pins only on read-only file channels, unique channel
-    /// names and mount paths, export paths (normalised, unique, not `/`, not under `/dev`)
+    /// names, unique mount paths (but for images, which stack as layers), export paths
+    /// (normalised, unique, not `/`, not under `/dev`)
     /// and their tar files (unique, none an output channel's file), and strings the guest can
     /// receive. Parsed manifests always pass. The error names the field at fault.
     pub fn check(&self) -> Result<(), String> {
@@ -160,10 +161,14 @@ impl Manifest {
                 return Err(m);
             }
         }
-        let mut guests = std::collections::BTreeSet::new();
+        // Each guest path, and whether every mount at it so far is an image.
+        let mut guests = std::collections::BTreeMap::new();
         for m in &self.mounts {
             rules::check_mount_guest(&m.guest)?;
-            if !guests.insert(m.guest_abs()) {
+            let image = matches!(m.source, MountSource::Image(_));
+            if let Some(all_images) = guests.insert(m.guest_abs(), image)
+                && !rules::may_share_mount_path(all_images, image)
+            {
                 return Err(format!("duplicate mount `{}`", m.guest));
             }
         }
@@ -547,7 +552,8 @@ impl Mount {
 /// What a mount shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
-    /// A read-only tar image (plain, uncompressed).
+    /// A read-only tar image, plain or gzip-compressed. Several image mounts at one guest
+    /// path are the layers of one image, later ones on top.
     Image(PathBuf),
     /// A host directory, read-only unless `writable`.
     Dir { path: PathBuf, writable: bool },

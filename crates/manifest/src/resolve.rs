@@ -501,10 +501,12 @@ impl Resolver<'_> {
         })
     }
 
+    /// One `[[mount]]`; `seen` holds, for each guest path (absolute) mounted so far, the
+    /// path as first written, its line, and whether every mount there is an image.
     fn mount(
         &self,
         raw: Spanned<RawMount>,
-        seen: &mut BTreeMap<String, (String, usize)>,
+        seen: &mut BTreeMap<String, (String, usize, bool)>,
     ) -> Result<Mount, Error> {
         let header = raw.span();
         let raw = raw.into_inner();
@@ -512,18 +514,24 @@ impl Resolver<'_> {
         rules::check_mount_guest(&guest).map_err(|m| self.err(raw.path.span(), m))?;
         let abs = Mount::normalise_guest(&guest);
         let line = self.t.line(raw.path.span().start);
-        if let Some((first, first_line)) = seen.get(&abs) {
-            let same = if *first == guest && guest == abs {
-                String::new()
-            } else {
-                format!("the same directory as `{first}`, ")
-            };
-            return Err(self.err(
-                raw.path.span(),
-                format!("duplicate mount `{guest}` ({same}first declared at line {first_line})"),
-            ));
+        let image = raw.image.is_some() && raw.dir.is_none();
+        if let Some((first, first_line, all_images)) = seen.get(&abs) {
+            if !rules::may_share_mount_path(*all_images, image) {
+                let same = if *first == guest && guest == abs {
+                    String::new()
+                } else {
+                    format!("the same directory as `{first}`, ")
+                };
+                return Err(self.err(
+                    raw.path.span(),
+                    format!(
+                        "duplicate mount `{guest}` ({same}first declared at line {first_line})"
+                    ),
+                ));
+            }
+        } else {
+            seen.insert(abs, (guest.clone(), line, image));
         }
-        seen.insert(abs, (guest.clone(), line));
 
         let one_of = "expected exactly one of `image` or `dir`";
         let host = |p: &Spanned<String>, k: &str| {

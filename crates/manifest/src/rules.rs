@@ -171,6 +171,13 @@ pub(crate) fn check_mount_guest(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a mount may have the same guest path as the mounts declared before it there
+/// (`earlier_all_images`: all of them are images). Only images may, as the layers of one
+/// read-only image, later ones on top; a host directory cannot be merged with anything.
+pub(crate) fn may_share_mount_path(earlier_all_images: bool, image: bool) -> bool {
+    earlier_all_images && image
+}
+
 /// An export's guest path: a directory of the scratch filesystem, named like a mount path
 /// (no `..`, not `/dev` or below), and not `/` itself, whose tar would hold every mount too.
 pub(crate) fn check_export_guest(path: &str) -> Result<(), String> {

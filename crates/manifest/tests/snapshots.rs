@@ -391,3 +391,27 @@ fn canonical_form_of_every_ok_case_round_trips() {
         assert_eq!(canonical_toml(&again), text, "{name}");
     }
 }
+
+#[test]
+fn image_mounts_at_one_path_are_layers_in_declaration_order() {
+    let m = ok_case("ok-image-layers.toml");
+    let lib: Vec<(&str, &MountSource)> = m
+        .mounts
+        .iter()
+        .filter(|mount| mount.guest_abs() == "/lib")
+        .map(|mount| (mount.guest.as_str(), &mount.source))
+        .collect();
+    let image = |p: &str| MountSource::Image(Path::new("snapshots").join(p));
+    assert_eq!(
+        lib,
+        [
+            ("/lib", &image("base.tar")),
+            ("lib/", &image("update.tar.gz")),
+            ("./lib", &image("patch.tgz")),
+        ]
+    );
+    assert_eq!(m.check(), Ok(()));
+    let text = canonical_toml(&m);
+    let again = parse_toml(&text, Path::new("canonical.toml")).unwrap();
+    assert_eq!(again, m, "the layers keep their order:\n{text}");
+}
