@@ -739,3 +739,301 @@ fn preopens_with_a_root_mount_have_a_single_root() {
         "",
     );
 }
+
+// ----- compressed and layered images ---------------------------------------------------------------
+
+/// Writes `tar` gzip-compressed (by the system's `gzip`, as a user would) to `gz`.
+fn gzip_file(tar: &Path, gz: &Path) {
+    let out = std::process::Command::new("gzip")
+        .args(["-c", "-n"])
+        .arg(tar)
+        .output()
+        .expect("run gzip");
+    assert!(out.status.success(), "gzip: {}", stderr(&out));
+    std::fs::write(gz, out.stdout).unwrap();
+}
+
+/// What `image_read.c` prints for [`good_image`].
+fn good_image_read() -> String {
+    lines(&[
+        "== hello.txt",
+        "hello from the image",
+        "== dir",
+        "a-first.txt",
+        "nested.txt",
+        "sub",
+        "up",
+        "== dir/nested.txt",
+        "nested, no newline",
+        "== link",
+        "readlink=hello.txt",
+        "hello from the image",
+        "write-existing=EROFS",
+        "create=EROFS",
+        "mkdir=EROFS",
+        "unlink=EROFS",
+        "ok",
+    ])
+}
+
+#[test]
+fn image_read_reads_a_tar_gz_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tar, gz) = (dir.path().join("img.tar"), dir.path().join("img.tar.gz"));
+    good_image(&tar);
+    gzip_file(&tar, &gz);
+    let out = zvm_run(&[
+        "--image",
+        &at(&gz, "/img"),
+        s(&c_guest("image_read")),
+        "/img",
+    ]);
+    expect(&out, 0, &good_image_read(), "");
+    // Known by its content, not its name: the same bytes as `.tgz`, or even as `.tar`.
+    for name in ["img.tgz", "compressed.tar"] {
+        let renamed = dir.path().join(name);
+        std::fs::copy(&gz, &renamed).unwrap();
+        let out = zvm_run(&[
+            "--image",
+            &at(&renamed, "/img"),
+            s(&c_guest("image_read")),
+            "/img",
+        ]);
+        expect(&out, 0, &good_image_read(), "");
+    }
+    assert_eq!(
+        listing(dir.path()),
+        ["compressed.tar", "img.tar", "img.tar.gz", "img.tgz"],
+        "nothing is unpacked beside the image"
+    );
+}
+
+#[test]
+fn a_tar_gz_image_looks_exactly_like_its_tar() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tar, gz) = (dir.path().join("img.tar"), dir.path().join("img.tar.gz"));
+    good_image(&tar);
+    gzip_file(&tar, &gz);
+    let steps: &[crate::filesystem::Step] = &[
+        (&["ls", "/img"], "dir/,hello.txt,link@"),
+        (&["ls", "/img/dir"], "a-first.txt,nested.txt,sub/,up@"),
+        (&["read", "/img/dir/sub/deeper/leaf.txt"], "leaf\\n"),
+        (&["read", "/img/dir/up"], "hello from the image\\n"),
+        (&["stat", "/img/hello.txt"], "file 21"),
+        (&["lstat", "/img/link"], "symlink 9"),
+        (&["hex", "/img/hello.txt", "5"], "68656c6c6f"),
+        (&["write", "/img/hello.txt", "x"], "EROFS"),
+    ];
+    let plain = check_ops(&["--image", &at(&tar, "/img")], steps);
+    let compressed = check_ops(&["--image", &at(&gz, "/img")], steps);
+    assert_eq!(stdout(&plain), stdout(&compressed));
+}
+
+/// Two layers for /img: the upper one replaces `hello.txt`, adds to `dir`, deletes
+/// `dir/old.txt` with a whiteout and turns the directory `gone` into a file.
+fn layered_images(lower: &Path, upper: &Path) {
+    make_tar(lower, |b| {
+        add_file(b, "hello.txt", b"hello from the lower layer\n");
+        add_dir(b, "dir/");
+        add_file(b, "dir/nested.txt", b"nested, from below");
+        add_file(b, "dir/old.txt", b"deleted above");
+        add_file(b, "gone/inside.txt", b"hidden with its directory");
+        add_symlink(b, "link", "hello.txt");
+    });
+    make_tar(upper, |b| {
+        add_file(b, "hello.txt", b"hello from the upper layer\n");
+        add_file(b, "dir/added.txt", b"added above");
+        add_file(b, "dir/.wh.old.txt", b"");
+        add_file(b, "gone", b"a file now");
+    });
+}
+
+#[test]
+fn image_read_reads_two_layered_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = (dir.path().join("lower.tar"), dir.path().join("upper.tar"));
+    layered_images(&lower, &upper);
+    let upper_gz = dir.path().join("upper.tar.gz");
+    gzip_file(&upper, &upper_gz);
+    let want = lines(&[
+        "== hello.txt",
+        "hello from the upper layer",
+        "== dir",
+        "added.txt",
+        "nested.txt",
+        "== dir/nested.txt",
+        "nested, from below",
+        "== link",
+        "readlink=hello.txt",
+        "hello from the upper layer",
+        "write-existing=EROFS",
+        "create=EROFS",
+        "mkdir=EROFS",
+        "unlink=EROFS",
+        "ok",
+    ]);
+    // A plain upper layer and a compressed one give the same tree.
+    for top in [&upper, &upper_gz] {
+        let out = zvm_run(&[
+            "--image",
+            &at(&lower, "/img"),
+            "--image",
+            &at(top, "/img/"),
+            s(&c_guest("image_read")),
+            "/img",
+        ]);
+        expect(&out, 0, &want, "");
+    }
+}
+
+#[test]
+fn layered_images_as_the_guest_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = (dir.path().join("lower.tar"), dir.path().join("upper.tar"));
+    layered_images(&lower, &upper);
+    let flags = [
+        "--image",
+        &at(&lower, "/img"),
+        "--image",
+        &at(&upper, "/img"),
+    ];
+    check_ops(
+        &flags,
+        &[
+            (&["ls", "/img"], "dir/,gone,hello.txt,link@"),
+            (&["ls", "/img/dir"], "added.txt,nested.txt"),
+            (&["read", "/img/dir/old.txt"], "ENOENT"),
+            (&["read", "/img/dir/.wh.old.txt"], "ENOENT"),
+            (&["stat", "/img/gone"], "file 10"),
+            (&["read", "/img/gone/inside.txt"], "ENOTDIR"),
+            (&["read", "/img/link"], "hello from the upper layer\\n"),
+            (&["write", "/img/dir/new", "x"], "EROFS"),
+            (&["unlink", "/img/dir/added.txt"], "EROFS"),
+            (&["ls", "/"], "dev/,img/"),
+        ],
+    );
+    // The other order puts the lower tar on top.
+    check_ops(
+        &[
+            "--image",
+            &at(&upper, "/img"),
+            "--image",
+            &at(&lower, "/img"),
+        ],
+        &[
+            (&["ls", "/img"], "dir/,gone/,hello.txt,link@"),
+            (&["ls", "/img/dir"], "added.txt,nested.txt,old.txt"),
+            (&["read", "/img/hello.txt"], "hello from the lower layer\\n"),
+        ],
+    );
+}
+
+#[test]
+fn layered_images_from_a_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = (dir.path().join("lower.tar"), dir.path().join("upper.tar"));
+    layered_images(&lower, &upper);
+    gzip_file(&upper, &dir.path().join("upper.tgz"));
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "version = 1\nprogram = \"{}\"\nargs = [\"ls\", \"/lib/dir\", \"read\", \"/lib/hello.txt\"]\n\
+             \n[[mount]]\npath = \"/lib\"\nimage = \"lower.tar\"\n\
+             \n[[mount]]\npath = \"lib/\"\nimage = \"upper.tgz\"\n",
+            s(&c_guest("path_ops"))
+        ),
+    )
+    .unwrap();
+    let out = zvm_run(&[s(&manifest)]);
+    let want =
+        "ls /lib/dir: added.txt,nested.txt\nread /lib/hello.txt: hello from the upper layer\\n\n";
+    expect(&out, 0, want, "");
+}
+
+#[test]
+fn preopens_list_a_layered_image_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = (dir.path().join("lower.tar"), dir.path().join("upper.tar"));
+    layered_images(&lower, &upper);
+    let flags = [
+        "--ro-dir",
+        &at(dir.path(), "/ro"),
+        "--image",
+        &at(&lower, "/img"),
+        "--image",
+        &at(&upper, "/img/"),
+    ];
+    expect(
+        &run_guest(&flags, "preopens"),
+        0,
+        "3 /ro\n4 /img\n5 /\nend EBADF\n",
+        "",
+    );
+}
+
+#[test]
+fn only_images_may_share_a_mount_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("img.tar");
+    good_image(&tar);
+    // The CLI puts --ro-dir mounts before --image ones: the image is the duplicate.
+    let out = run_guest(
+        &[
+            "--image",
+            &at(&tar, "/a"),
+            "--ro-dir",
+            &at(dir.path(), "/a"),
+        ],
+        "hello",
+    );
+    expect(&out, 125, "", "zvm: duplicate mount `/a`\n");
+}
+
+#[test]
+fn a_layer_that_cannot_be_read_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = (dir.path().join("lower.tar"), dir.path().join("upper.tar"));
+    layered_images(&lower, &upper);
+    let gz = dir.path().join("upper.tar.gz");
+    gzip_file(&upper, &gz);
+    // Corrupt the compressed data in the middle; the header and size stay plausible.
+    let mut bytes = std::fs::read(&gz).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 4] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&gz, &bytes).unwrap();
+    let out = run_guest(
+        &["--image", &at(&lower, "/img"), "--image", &at(&gz, "/img")],
+        "hello",
+    );
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(125), ""));
+    let prefix = format!(
+        "zvm: mount `/img`: image `{}`: malformed gzip data: ",
+        s(&gz)
+    );
+    assert!(stderr(&out).starts_with(&prefix), "{}", stderr(&out));
+}
+
+#[test]
+fn a_gzip_bomb_image_is_refused_at_the_decompressed_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = dir.path().join("zeros");
+    std::fs::write(&zeros, vec![0; 1 << 20]).unwrap();
+    let member = dir.path().join("zeros.gz");
+    gzip_file(&zeros, &member);
+    // 1025 gzip members of 1 MiB of zeros each: about a megabyte on disk, which gzip would
+    // decompress to 1 GiB and one MiB, just over the limit (`MAX_DECOMPRESSED_BYTES`).
+    let member = std::fs::read(&member).unwrap();
+    let bomb = dir.path().join("bomb.tar.gz");
+    std::fs::write(&bomb, member.repeat(1025)).unwrap();
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 2 << 20);
+    let out = run_guest(&["--image", &at(&bomb, "/img")], "hello");
+    let want = format!(
+        "zvm: mount `/img`: image `{}`: decompresses to more than 1073741824 bytes, the most a \
+         compressed image may hold in memory; mount it as a plain tar instead\n",
+        s(&bomb)
+    );
+    expect(&out, 125, "", &want);
+}
