@@ -750,3 +750,48 @@ fn recover_reports_when_there_is_nothing_to_do() {
         stdout(&out)
     );
 }
+
+#[test]
+fn replay_checks_every_layer_of_a_layered_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar_with = |name: &str, file: &str, body: &[u8]| {
+        let path = dir.path().join(name);
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, file, body).unwrap();
+        b.finish().unwrap();
+        path
+    };
+    let lower = tar_with("lower.tar", "a.txt", b"lower");
+    let upper = tar_with("upper.tar", "b.txt", b"upper");
+    let report = dir.path().join("r.json");
+    let out = support::run(
+        &[
+            "run",
+            "--no-result-cache",
+            "--report-file",
+            s(&report),
+            "--image",
+            &format!("{}::/img", s(&lower)),
+            "--image",
+            &format!("{}::/img", s(&upper)),
+            s(&c_guest("hello")),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = support::run(&["replay", s(&report)], b"");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // Changing the upper layer is named as that layer.
+    tar_with("upper.tar", "b.txt", b"UPPER");
+    let out = support::run(&["replay", s(&report)], b"");
+    assert_eq!(out.status.code(), Some(123));
+    assert!(
+        stdout(&out).contains("input `image /img (mount 2)`"),
+        "{}",
+        stdout(&out)
+    );
+}
