@@ -127,6 +127,7 @@ impl Journal {
     /// Finishes or rolls back every transaction whose process is gone. Transactions of live
     /// processes (their journal is locked) are left alone.
     pub fn recover(&self) -> Result<Vec<Recovery>, Error> {
+        remove_stale_births(&self.dir);
         let jerr = |path: &Path| {
             let path = path.to_path_buf();
             move |error| Error::Journal { path, error }
@@ -863,11 +864,48 @@ impl Drop for Transaction {
     }
 }
 
-/// Creates a locked journal file: under a temporary name, locked, then renamed into view.
+/// A journal born under a temporary name whose process died before naming it is removed by
+/// recovery once it is this old (and unlocked): it holds no intent yet, and a younger one
+/// may belong to a process that has not locked it yet.
+const STALE_BIRTH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Creates a locked journal file. Preferably it is born unnamed (`O_TMPFILE`), locked and
+/// written, then linked into the directory under its final name, so that no journal is ever
+/// visible unlocked and a crash before the link leaves nothing. On filesystems without
+/// `O_TMPFILE`, it is born under a temporary name and renamed (recovery removes stale ones).
 fn create_log(journal: &Journal) -> io::Result<Log> {
     let id = format!("{}-{}", std::process::id(), unique_id());
-    let birth = journal.dir.join(format!("{id}.new"));
     let path = journal.dir.join(format!("{id}{JOURNAL_SUFFIX}"));
+    let mut line = serde_json::to_vec(&Record::Begin {
+        version: JOURNAL_VERSION,
+        pid: std::process::id(),
+    })
+    .map_err(io::Error::other)?;
+    line.push(b'\n');
+    let unnamed = rustix::fs::open(
+        &journal.dir,
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    );
+    if let Ok(fd) = unnamed {
+        let mut file = File::from(fd);
+        file.lock()?;
+        file.write_all(&line)?;
+        use std::os::fd::AsRawFd;
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        if rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc_path.as_str(),
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        )
+        .is_ok()
+        {
+            return Ok(Log { file, path });
+        }
+    }
+    let birth = journal.dir.join(format!("{id}.new"));
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -875,15 +913,35 @@ fn create_log(journal: &Journal) -> io::Result<Log> {
         .mode(0o600)
         .open(&birth)?;
     file.lock()?;
-    let mut line = serde_json::to_vec(&Record::Begin {
-        version: JOURNAL_VERSION,
-        pid: std::process::id(),
-    })
-    .map_err(io::Error::other)?;
-    line.push(b'\n');
     file.write_all(&line)?;
     std::fs::rename(&birth, &path)?;
     Ok(Log { file, path })
+}
+
+/// Removes journals born under a temporary name by processes that died before naming them
+/// (see [`create_log`]).
+fn remove_stale_births(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(OsStr::to_str) != Some("new") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_BIRTH);
+        if old
+            && let Ok(f) = File::open(&path)
+            && f.try_lock().is_ok()
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 /// Fills `to` (an empty directory) with a replica of `from`: directories recreated with their
