@@ -271,3 +271,32 @@ fn exit_code(report: &JobReport) -> i32 {
         },
     }
 }
+
+/// Runs a job already resolved (the entry point of a zapp, for `zvm run app.zapp`) in this
+/// process, as `zvm job` does: progress, members' streams, the report or a summary line,
+/// and `zvm job`'s exit code.
+pub fn run_resolved(
+    job: &zvm_manifest::Job,
+    report: Option<ReportFormat>,
+    report_file: Option<PathBuf>,
+    no_cache: bool,
+) -> Result<i32> {
+    let args = JobArgs {
+        job: PathBuf::new(),
+        threads: None,
+        processes: 1,
+        tcp: false,
+        report,
+        report_file,
+        no_cache,
+    };
+    let runtime = job_runtime(no_cache)?;
+    let terminal = std::io::stderr().is_terminal();
+    let job_report = zvm_job::run(&runtime, job, &options(None, terminal))?;
+    if terminal {
+        eprintln!();
+    }
+    show_streams(&job_report);
+    emit(&args, &job_report)?;
+    Ok(exit_code(&job_report))
+}

@@ -5,12 +5,16 @@
 mod bench;
 mod compile;
 mod exit;
+mod inspect;
 mod job;
 mod memo;
+mod new;
+mod pack;
 mod recover;
 mod replay;
 mod run;
 mod validate;
+mod zapp;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +45,9 @@ enum Command {
     Validate(validate::ValidateArgs),
     Compile(compile::CompileArgs),
     Bench(bench::BenchArgs),
+    Pack(pack::PackArgs),
+    Inspect(inspect::InspectArgs),
+    New(new::NewArgs),
 }
 
 fn main() {
@@ -64,6 +71,9 @@ fn main() {
         Command::Validate(args) => validate::main(args),
         Command::Compile(args) => compile::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Pack(args) => pack::main(args),
+        Command::Inspect(args) => inspect::main(args),
+        Command::New(args) => new::main(args),
     };
     std::process::exit(code);
 }

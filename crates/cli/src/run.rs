@@ -171,7 +171,21 @@ pub fn main(args: RunArgs) -> i32 {
 }
 
 fn run(args: RunArgs) -> Result<i32> {
-    let manifest = build_manifest(&args)?;
+    let manifest = match Some(args.target.as_path()).filter(|t| crate::zapp::is_zapp(t)) {
+        // A zapp (docs/zapps.md): a job runs as `zvm job` runs one; a manifest takes the
+        // arguments and flags as a manifest file does.
+        Some(zapp) => match crate::zapp::open(zapp)? {
+            crate::zapp::Target::Job(job) => {
+                let file = args.report_file.clone();
+                let flags = (args.verify, args.report, file, args.no_cache);
+                return crate::zapp::run_job(&job, &args, &args.args, flags);
+            }
+            crate::zapp::Target::Manifest(m) => {
+                apply_flags(crate::zapp::with_args(*m, &args.args), &args)?
+            }
+        },
+        None => build_manifest(&args)?,
+    };
     let runtime = runtime(args.no_cache)?;
     let program = match load(&runtime, &manifest)? {
         Ok(program) => program,
@@ -322,6 +336,11 @@ pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
     if !args.args.is_empty() {
         m.args = args.args.clone();
     }
+    apply_flags(m, args)
+}
+
+/// The flags applied to a manifest: a file's, a program's default, or a zapp's.
+pub fn apply_flags(mut m: Manifest, args: &RunArgs) -> Result<Manifest> {
     for spec in &args.env {
         let (name, value) = match spec.split_once('=') {
             Some((n, v)) => (n.to_string(), v.to_string()),

@@ -19,3 +19,4 @@ mod mounts;
 mod run;
 mod support;
 mod transactions;
+mod zapps;
