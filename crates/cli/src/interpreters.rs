@@ -97,7 +97,10 @@ pub fn for_script(path: &Path) -> Result<Option<(PathBuf, Interpreter)>> {
         return Ok(None);
     }
     let (dir, list) = installed()?;
-    match list.into_iter().find(|i| i.extensions.iter().any(|e| e == ext)) {
+    match list
+        .into_iter()
+        .find(|i| i.extensions.iter().any(|e| e == ext))
+    {
         Some(i) => Ok(Some((dir, i))),
         None if SCRIPT_EXTENSIONS.contains(&ext) => bail!(
             "no interpreter for `.{ext}` scripts is installed ({}); {NOT_INSTALLED}",
@@ -199,5 +202,9 @@ fn list() -> Result<i32> {
             state
         );
     }
-    Ok(if bad == 0 { 0 } else { crate::exit::CANNOT_START })
+    Ok(if bad == 0 {
+        0
+    } else {
+        crate::exit::CANNOT_START
+    })
 }

@@ -6,6 +6,7 @@ mod bench;
 mod compile;
 mod exit;
 mod inspect;
+mod interpreters;
 mod job;
 mod memo;
 mod new;
@@ -41,6 +42,7 @@ enum Command {
     #[command(hide = true)]
     Worker(job::WorkerCliArgs),
     Replay(replay::ReplayArgs),
+    Interpreters(interpreters::InterpretersArgs),
     Recover(recover::RecoverArgs),
     Validate(validate::ValidateArgs),
     Compile(compile::CompileArgs),
@@ -67,6 +69,7 @@ fn main() {
         Command::Job(args) => job::main(args),
         Command::Worker(args) => job::worker_main(args),
         Command::Replay(args) => replay::main(args),
+        Command::Interpreters(args) => interpreters::main(args),
         Command::Recover(args) => recover::main(args),
         Command::Validate(args) => validate::main(args),
         Command::Compile(args) => compile::main(args),

@@ -32,9 +32,24 @@ use crate::{exit, memo};
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
-    /// The program (`.wasm` or `.wat`) or a manifest (`.toml`, or a legacy ZeroVM manifest).
-    #[arg(value_name = "PROGRAM|MANIFEST")]
-    target: PathBuf,
+    /// The program (`.wasm` or `.wat`), a manifest (`.toml`, or a legacy ZeroVM manifest), a
+    /// zapp (`.zapp`, see `zvm pack`), or a script (`.py`, `.js`: run by its installed
+    /// interpreter).
+    #[arg(
+        value_name = "PROGRAM|MANIFEST|SCRIPT",
+        required_unless_present = "eval"
+    )]
+    target: Option<PathBuf>,
+
+    /// Run the script (or, with --eval, the code) with this installed interpreter (`python`,
+    /// `quickjs`; `zvm interpreters` lists them) rather than by the script's extension.
+    #[arg(long, value_name = "NAME")]
+    interpreter: Option<String>,
+
+    /// Code for the interpreter to run instead of a script (Python's `-c`, QuickJS's `-e`);
+    /// needs --interpreter.
+    #[arg(long, value_name = "CODE", requires = "interpreter")]
+    eval: Option<String>,
 
     /// Arguments for the guest (after the program, or after `--`); they replace the
     /// manifest's `args`.
@@ -55,7 +70,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "HOST[::GUEST]")]
     ro_dir: Vec<String>,
 
-    /// Mount a tar image read-only at GUEST.
+    /// Mount a tar image (plain or gzip) read-only at GUEST; several at one GUEST stack as
+    /// layers, later ones on top.
     #[arg(long, value_name = "TAR::GUEST")]
     image: Vec<String>,
 
@@ -171,7 +187,7 @@ pub fn main(args: RunArgs) -> i32 {
 }
 
 fn run(args: RunArgs) -> Result<i32> {
-    let manifest = match Some(args.target.as_path()).filter(|t| crate::zapp::is_zapp(t)) {
+    let manifest = match args.target.as_deref().filter(|t| crate::zapp::is_zapp(t)) {
         // A zapp (docs/zapps.md): a job runs as `zvm job` runs one; a manifest takes the
         // arguments and flags as a manifest file does.
         Some(zapp) => match crate::zapp::open(zapp)? {
@@ -328,14 +344,42 @@ pub fn is_program(path: &Path) -> Result<bool> {
 
 /// The manifest for this run: the target's (or a default one), adjusted by the flags.
 pub fn build_manifest(args: &RunArgs) -> Result<Manifest> {
-    let mut m = if is_program(&args.target)? {
-        Manifest::for_program(&args.target)
-    } else {
-        zvm_manifest::parse_file(&args.target)?
+    let interpreter = match (&args.interpreter, &args.target) {
+        (Some(name), _) => Some(crate::interpreters::named(name)?),
+        (None, Some(target)) => crate::interpreters::for_script(target)?,
+        (None, None) => None,
     };
-    if !args.args.is_empty() {
-        m.args = args.args.clone();
-    }
+    let m = match (&interpreter, &args.target) {
+        (Some((dir, i)), target) => {
+            // With --eval there is no script: what clap took for one is the guest's first
+            // argument.
+            let (script, first_arg) = match &args.eval {
+                Some(_) => (None, target.as_ref().map(|t| t.display().to_string())),
+                None => (target.as_deref(), None),
+            };
+            let mut m = crate::interpreters::manifest(dir, i, script)?;
+            if let Some(code) = &args.eval {
+                // Python and QuickJS both take code after a flag of their own.
+                let flag = if i.name == "python" { "-c" } else { "-e" };
+                m.args.extend([flag.to_string(), code.clone()]);
+            }
+            m.args.extend(first_arg);
+            m.args.extend(args.args.iter().cloned());
+            m
+        }
+        (None, Some(target)) => {
+            let mut m = if is_program(target)? {
+                Manifest::for_program(target)
+            } else {
+                zvm_manifest::parse_file(target)?
+            };
+            if !args.args.is_empty() {
+                m.args = args.args.clone();
+            }
+            m
+        }
+        (None, None) => bail!("--eval needs --interpreter"),
+    };
     apply_flags(m, args)
 }
 

@@ -102,6 +102,7 @@ enum Scenario {
     Transactions,
     Jobs,
     Wordcount,
+    Interpreters,
 }
 
 /// One line of the table.
@@ -229,6 +230,10 @@ fn bench(args: BenchArgs) -> Result<()> {
     if wants(Scenario::Wordcount) {
         eprintln!("zvm bench: word count job vs a native single process");
         rows.push(wordcount(quick)?);
+    }
+    if wants(Scenario::Interpreters) {
+        eprintln!("zvm bench: Python and QuickJS per request");
+        rows.extend(interpreters(quick)?);
     }
     if wants(Scenario::Transactions) {
         eprintln!("zvm bench: transactions and the result cache");
@@ -765,6 +770,73 @@ fn jobs(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
         goal: "(informative)",
         met: None,
     });
+    Ok(rows)
+}
+
+/// A one-line script per request with the installed interpreters: inside a running zvm (the
+/// interpreter compiled and prepared once, a fresh VM per request), against a fresh
+/// `zvm run` process. Pre-initialised snapshots, which the goal needs, are not built yet.
+fn interpreters(quick: bool) -> Result<Vec<Row>> {
+    let goal = "< 5 ms per request inside a running zvm (needs snapshots)";
+    let mut rows = Vec::new();
+    let runtime = pooled_runtime()?;
+    for (name, code, expect) in [
+        ("python", "print(1+1)", "2\n"),
+        ("quickjs", "console.log(1+1)", "2\n"),
+    ] {
+        let what = format!("`{name}`: a one-liner per request (print 1+1)");
+        let (dir, interp) = match crate::interpreters::named(name) {
+            Ok(found) => found,
+            Err(e) => {
+                rows.push(Row::skipped(
+                    "interpreters",
+                    &what,
+                    goal,
+                    format!("skipped: {e}"),
+                ));
+                continue;
+            }
+        };
+        let mut manifest = crate::interpreters::manifest(&dir, &interp, None)?;
+        let flag = if name == "python" { "-c" } else { "-e" };
+        manifest.args.extend([flag.to_string(), code.to_string()]);
+        let program = runtime.load_file(&manifest.program.path, None)?;
+        let runs = if quick { 3 } else { 30 };
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let out = SharedBuffer::new();
+            let io = RunIo::default()
+                .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
+                .bind("stdout", out.endpoint());
+            let t = Instant::now();
+            let report = program.run(&manifest, io)?;
+            samples.push(t.elapsed());
+            if report.state != State::Ok || out.contents() != expect.as_bytes() {
+                bail!("{name} one-liner ended with `{}`", report.state);
+            }
+        }
+        let in_process = percentiles(samples).0;
+        let exe = std::env::current_exe()?;
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "run",
+            "--no-result-cache",
+            "--interpreter",
+            name,
+            "--eval",
+            code,
+        ]);
+        let fresh = time_command(&mut cmd, if quick { 3 } else { 20 })?;
+        rows.push(Row {
+            scenario: "interpreters",
+            what,
+            zvm: ms(in_process),
+            baseline: format!("{} as a fresh `zvm run` process", ms(fresh)),
+            ratio: "plain start (no snapshot)".into(),
+            goal,
+            met: Some(in_process < Duration::from_millis(5)),
+        });
+    }
     Ok(rows)
 }
 

@@ -67,7 +67,9 @@ print("counted", len(words))
         .clone();
     assert_eq!(
         script_input["etag"],
-        blake3::hash(&std::fs::read(&script).unwrap()).to_hex().as_str()
+        blake3::hash(&std::fs::read(&script).unwrap())
+            .to_hex()
+            .as_str()
     );
     assert_eq!(report["channels"][3]["name"], "script");
     // Deterministic: a second run gives the same etags and fuel.
@@ -115,9 +117,7 @@ fn a_script_of_an_uninstalled_language_says_how_to_install_it() {
     let script = dir.path().join("x.py");
     std::fs::write(&script, "print(1)").unwrap();
     let mut cmd = support::zvm();
-    cmd.env("ZVM_DATA_DIR", dir.path())
-        .arg("run")
-        .arg(&script);
+    cmd.env("ZVM_DATA_DIR", dir.path()).arg("run").arg(&script);
     let out = support::run_cmd(&mut cmd, b"");
     assert_eq!(out.status.code(), Some(125));
     assert!(

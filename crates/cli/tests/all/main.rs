@@ -11,6 +11,7 @@ mod devices;
 mod examples;
 mod filesystem;
 mod hostile;
+mod interpreters;
 mod jobs;
 mod languages;
 mod limits;
