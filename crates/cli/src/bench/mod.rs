@@ -274,6 +274,22 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// One run with empty standard input and standard output captured: the report, the output,
+/// and how long `run` took.
+fn timed_run(
+    program: &Program,
+    manifest: &Manifest,
+) -> Result<(zvm_vm::Report, Vec<u8>, Duration)> {
+    let out = SharedBuffer::new();
+    let io = RunIo::default()
+        .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
+        .bind("stdout", out.endpoint());
+    let t = Instant::now();
+    let report = program.run(manifest, io)?;
+    let took = t.elapsed();
+    Ok((report, out.contents(), took))
+}
+
 /// A sink for guest output that costs nothing.
 fn quiet_io() -> RunIo {
     RunIo::default()
@@ -804,14 +820,9 @@ fn interpreters(quick: bool) -> Result<Vec<Row>> {
         let runs = if quick { 3 } else { 30 };
         let mut samples = Vec::new();
         for _ in 0..runs {
-            let out = SharedBuffer::new();
-            let io = RunIo::default()
-                .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
-                .bind("stdout", out.endpoint());
-            let t = Instant::now();
-            let report = program.run(&manifest, io)?;
-            samples.push(t.elapsed());
-            if report.state != State::Ok || out.contents() != expect.as_bytes() {
+            let (report, out, took) = timed_run(&program, &manifest)?;
+            samples.push(took);
+            if report.state != State::Ok || out != expect.as_bytes() {
                 bail!("{name} one-liner ended with `{}`", report.state);
             }
         }
@@ -1012,17 +1023,12 @@ fn compute(guests: &Guests, quick: bool) -> Result<Vec<Row>> {
         let mut native_clang = Vec::new();
         let mut outputs = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let out = SharedBuffer::new();
-            let io = RunIo::default()
-                .bind("stdin", Endpoint::Reader(Box::new(std::io::empty())))
-                .bind("stdout", out.endpoint());
-            let t = Instant::now();
-            let report = program.run(&manifest, io)?;
-            z.push(t.elapsed());
+            let (report, out, took) = timed_run(&program, &manifest)?;
+            z.push(took);
             if report.state != State::Ok {
                 bail!("compute guest ended with `{}`", report.state);
             }
-            outputs.0 = out.contents();
+            outputs.0 = out;
             let t = Instant::now();
             let o = Command::new(&guests.compute_native)
                 .args([task, n.as_str()])
