@@ -100,7 +100,11 @@ pub fn fingerprint(manifest: &Manifest, program: &ContentHash) -> Fingerprint {
     for (i, m) in keyed.mounts.iter_mut().enumerate() {
         match &m.source {
             MountSource::Image(path) => {
-                hash_input(format!("image {} (mount {})", m.guest_abs(), i + 1), path, &mut uncacheable);
+                hash_input(
+                    format!("image {} (mount {})", m.guest_abs(), i + 1),
+                    path,
+                    &mut uncacheable,
+                );
                 m.source = MountSource::Image(PathBuf::from(format!("/image/{i}")));
             }
             MountSource::Dir { path, .. } => {
