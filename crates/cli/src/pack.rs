@@ -24,7 +24,7 @@ use crate::zapp::{self, MAX_FILES, MAX_TEXT_FILE, MAX_UNPACKED_BYTES, ZAPP_TOML,
 ///
 ///   zvm pack . -o wc.zapp
 ///
-///   zvm pack examples/wordcount        # writes <name>-<version>.zapp here
+///   zvm pack examples/wordcount        # writes NAME-VERSION.zapp here
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PackArgs {
