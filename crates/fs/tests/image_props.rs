@@ -636,10 +636,14 @@ proptest! {
                 prop_assert_eq!(view(&a), view(&b));
                 prop_assert_eq!(a.len(), b.len());
             }
-            (Err(a), Err(b)) => prop_assert_eq!(
-                error_text(&a, plain.path()),
-                error_text(&b, compressed.path())
-            ),
+            // The same refusal, at the same place; its innermost cause may differ (a read of
+            // the file beyond its end fails with EINVAL, the in-memory reader says why in
+            // words of its own).
+            (Err(a), Err(b)) => {
+                let (a, b) = (error_text(&a, plain.path()), error_text(&b, compressed.path()));
+                let place = |t: &str| t.rsplit_once(": ").map(|(p, _)| p.to_string()).unwrap_or(t.to_string());
+                prop_assert_eq!(place(&a), place(&b), "{} / {}", a, b);
+            }
             (a, b) => prop_assert!(false, "plain: {:?}\ngzip: {:?}", a.err(), b.err()),
         }
     }
