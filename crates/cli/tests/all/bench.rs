@@ -38,6 +38,7 @@ fn bench_runs_every_scenario_and_writes_its_section() {
             .env("ZVM_BENCH_WASMTIME", "")
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", dir.path())
+            .env("ZVM_DATA_DIR", dir.path())
             .args(["bench", "--scale", "quick", "--write"])
             .arg(&doc),
         b"",
@@ -51,10 +52,17 @@ fn bench_runs_every_scenario_and_writes_its_section() {
         "cli",
         "compute",
         "memory",
+        "jobs",
+        "interpreters",
+        "transactions",
     ] {
         assert!(table.contains(scenario), "no `{scenario}` row:\n{table}");
     }
     assert!(table.contains("skipped: no wasmtime 48 CLI"), "{table}");
+    // The data directory is a fresh one: no interpreter is installed there, and the rows say
+    // so.
+    assert!(table.contains("skipped: no interpreter is installed"), "{table}");
+    assert!(table.contains("word count of"), "{table}");
     let text = std::fs::read_to_string(&doc).unwrap();
     assert!(
         text.starts_with("# prose before\n<!-- zvm bench: start -->\n| scenario |"),
