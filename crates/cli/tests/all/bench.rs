@@ -61,7 +61,10 @@ fn bench_runs_every_scenario_and_writes_its_section() {
     assert!(table.contains("skipped: no wasmtime 48 CLI"), "{table}");
     // The data directory is a fresh one: no interpreter is installed there, and the rows say
     // so.
-    assert!(table.contains("skipped: no interpreter is installed"), "{table}");
+    assert!(
+        table.contains("skipped: no interpreter is installed"),
+        "{table}"
+    );
     assert!(table.contains("word count of"), "{table}");
     let text = std::fs::read_to_string(&doc).unwrap();
     assert!(
