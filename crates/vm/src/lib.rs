@@ -293,8 +293,9 @@ impl Drop for Ticker {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<VmState>,
-    /// The host for VMs run as futures ([`Program::run_async`]).
-    linker_async: Linker<VmState>,
+    /// The host for VMs run as futures ([`Program::run_async`]), built on first use: a
+    /// process that runs one VM synchronously (`zvm run`) never pays for it.
+    linker_async: Arc<std::sync::OnceLock<Linker<VmState>>>,
     cache: Option<cache::ModuleCache>,
     allocator: Allocator,
     journal: Option<Journal>,
@@ -348,8 +349,6 @@ impl Runtime {
         let engine = Engine::new(&engine_config).map_err(Error::engine)?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(Error::engine)?;
-        let mut linker_async = Linker::new(&engine);
-        wasi::add_to_linker_async(&mut linker_async).map_err(Error::engine)?;
         let cache = config
             .cache_dir
             .map(|dir| cache::ModuleCache::new(dir, &engine));
@@ -357,7 +356,7 @@ impl Runtime {
             _ticker: Ticker::start(&engine),
             engine,
             linker,
-            linker_async,
+            linker_async: Arc::default(),
             cache,
             allocator: config.allocator,
             journal: config.journal,
@@ -474,10 +473,6 @@ impl Runtime {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| refused(format!("{e:#}")))?;
-        let pre_async = self
-            .linker_async
-            .instantiate_pre(&module)
-            .map_err(|e| refused(format!("{e:#}")))?;
         // Resolved once here so that each run finds its exports without a name lookup.
         let start = module
             .get_export_index("_start")
@@ -490,7 +485,8 @@ impl Runtime {
             hash,
             validation,
             pre,
-            pre_async,
+            pre_async: std::sync::OnceLock::new(),
+            linker_async: self.linker_async.clone(),
             start,
             memory,
             pool: match self.allocator {
@@ -508,7 +504,9 @@ pub struct Program {
     hash: ContentHash,
     validation: Validation,
     pre: InstancePre<VmState>,
-    pre_async: InstancePre<VmState>,
+    /// The program linked against the async host, made on the first [`Program::run_async`].
+    pre_async: std::sync::OnceLock<InstancePre<VmState>>,
+    linker_async: Arc<std::sync::OnceLock<Linker<VmState>>>,
     pool: Option<PoolConfig>,
     start: wasmtime::ModuleExport,
     memory: Option<wasmtime::ModuleExport>,
@@ -632,11 +630,34 @@ impl Program {
         store
             .fuel_async_yield_interval(Some(ASYNC_YIELD_FUEL))
             .map_err(Error::engine)?;
-        let outcome = match self.pre_async.instantiate_async(&mut store).await {
+        let outcome = match self.pre_async()?.instantiate_async(&mut store).await {
             Ok(instance) => self.start_async(&mut store, instance).await,
             Err(e) => Err(self.instantiate_error(e)?),
         };
         self.conclude(manifest, store, run, outcome)
+    }
+
+    /// The program linked against the async WASI host (and that host), made once.
+    fn pre_async(&self) -> Result<&InstancePre<VmState>, Error> {
+        if let Some(pre) = self.pre_async.get() {
+            return Ok(pre);
+        }
+        let engine = self.pre.module().engine();
+        let linker = match self.linker_async.get() {
+            Some(l) => l,
+            None => {
+                let mut l = Linker::new(engine);
+                wasi::add_to_linker_async(&mut l).map_err(Error::engine)?;
+                // Another thread may have won the race; either linker is the same.
+                let _ = self.linker_async.set(l);
+                self.linker_async.get().expect("set above")
+            }
+        };
+        let pre = linker
+            .instantiate_pre(self.pre.module())
+            .map_err(Error::engine)?;
+        let _ = self.pre_async.set(pre);
+        Ok(self.pre_async.get().expect("set above"))
     }
 
     /// A failed instantiation: a host capacity limit is an error of the caller's; anything
