@@ -14,6 +14,7 @@ use zvm_channel::{Endpoint, SharedBuffer};
 use zvm_manifest::{ChannelSource, Manifest, StdStream};
 use zvm_results::{OutputSource, ResultCache, Stored};
 use zvm_vm::memo::{Fingerprint, fingerprint};
+use zvm_vm::snapshot::Snapshot;
 use zvm_vm::{CacheStatus, Program, Report, RunIo, Runtime, State, Transaction};
 
 /// Largest standard output (and, separately, standard error) kept for the result cache; a
@@ -102,6 +103,7 @@ fn host_streams(manifest: &Manifest) -> Vec<(String, StdStream)> {
 pub fn run_memoized(
     runtime: &Runtime,
     program: &Program,
+    snapshot: Option<&Snapshot>,
     manifest: &Manifest,
     cache: Option<&ResultCache>,
 ) -> Result<Report> {
@@ -110,7 +112,7 @@ pub fn run_memoized(
     let cache = match (cache, &fp.uncacheable) {
         (None, _) => None,
         (Some(_), Some(reason)) => {
-            let report = execute(runtime, program, manifest, &fp, None)?;
+            let report = execute(runtime, program, snapshot, manifest, &fp, None)?;
             return Ok(with_cache(
                 report,
                 &fp,
@@ -131,7 +133,7 @@ pub fn run_memoized(
             Err(e) => tracing::warn!("result cache: {e:#}"),
         }
     }
-    let report = execute(runtime, program, manifest, &fp, cache)?;
+    let report = execute(runtime, program, snapshot, manifest, &fp, cache)?;
     Ok(report)
 }
 
@@ -146,27 +148,46 @@ fn with_cache(mut report: Report, fp: &Fingerprint, status: CacheStatus) -> Repo
 fn execute(
     runtime: &Runtime,
     program: &Program,
+    snapshot: Option<&Snapshot>,
     manifest: &Manifest,
     fp: &Fingerprint,
     cache: Option<&ResultCache>,
 ) -> Result<Report> {
-    let txn = Arc::new(runtime.transaction());
-    let mut io = RunIo::default().in_transaction(txn.clone());
-    let mut kept = Vec::new();
-    if cache.is_some() {
-        for (name, stream) in host_streams(manifest) {
-            let buffer: Kept = Arc::new(Mutex::new(Some(Vec::new())));
-            io = io.bind(
-                &name,
-                Endpoint::Writer(Box::new(Tee {
-                    stream,
-                    kept: buffer.clone(),
-                })),
-            );
-            kept.push((stream, buffer));
+    let attempt = || {
+        let txn = Arc::new(runtime.transaction());
+        let mut io = RunIo::default().in_transaction(txn.clone());
+        let mut kept = Vec::new();
+        if cache.is_some() {
+            for (name, stream) in host_streams(manifest) {
+                let buffer: Kept = Arc::new(Mutex::new(Some(Vec::new())));
+                io = io.bind(
+                    &name,
+                    Endpoint::Writer(Box::new(Tee {
+                        stream,
+                        kept: buffer.clone(),
+                    })),
+                );
+                kept.push((stream, buffer));
+            }
         }
-    }
-    let mut report = program.run(manifest, io)?;
+        (txn, io, kept)
+    };
+    let (mut txn, io, mut kept) = attempt();
+    let mut report = match snapshot {
+        Some(s) => match s.run(manifest, io) {
+            // The snapshot's world differs from this run's before the guest read or wrote
+            // anything: start the program plainly instead.
+            Err(e @ zvm_vm::Error::SnapshotDiverged { .. }) => {
+                eprintln!("zvm: note: {e}; starting the program without it");
+                txn.abort();
+                let io;
+                (txn, io, kept) = attempt();
+                program.run(manifest, io)?
+            }
+            other => other?,
+        },
+        None => program.run(manifest, io)?,
+    };
     if let Some(name) = fp.changed_input() {
         mark_not_committed(
             &mut report,

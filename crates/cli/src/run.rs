@@ -147,6 +147,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     report_file: Option<PathBuf>,
 
+    /// Start a script's interpreter from a pre-initialised snapshot (docs/snapshots.md):
+    /// `auto` uses one made earlier for the same interpreter and settings, `make` also makes
+    /// it when there is none (once: it takes a minute for Python, and needs binaryen's
+    /// wasm-opt), `never` starts the interpreter plainly. Outputs are the same either way.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    snapshot: SnapshotWhen,
+
     /// Use neither the compile cache nor the result cache.
     #[arg(long)]
     no_cache: bool,
@@ -168,6 +175,14 @@ fn parse_commit(s: &str) -> Result<CommitPolicy, String> {
             .collect();
         format!("expected one of {}", all.join(", "))
     })
+}
+
+/// `--snapshot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotWhen {
+    Auto,
+    Make,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -218,9 +233,46 @@ fn run(args: RunArgs) -> Result<i32> {
     } else {
         memo::open_cache(&args.result_cache_size)?
     };
-    let report = memo::run_memoized(&runtime, &program, &manifest, cache.as_ref())?;
+    let snapshot = pick_snapshot(&args, &runtime, &program, &manifest)?;
+    let report = memo::run_memoized(
+        &runtime,
+        &program,
+        snapshot.as_ref(),
+        &manifest,
+        cache.as_ref(),
+    )?;
     emit_report(&args, &report)?;
     Ok(exit::for_report(&report))
+}
+
+/// The guest path whose opening is a script interpreter's snapshot point.
+pub const SNAPSHOT_POINT: &str = "/dev/script";
+
+/// The snapshot to start from (`--snapshot`), for runs that give the guest a script channel.
+fn pick_snapshot(
+    args: &RunArgs,
+    runtime: &Runtime,
+    program: &Program,
+    manifest: &Manifest,
+) -> Result<Option<zvm_vm::snapshot::Snapshot>> {
+    use zvm_vm::snapshot::Create;
+    if args.snapshot == SnapshotWhen::Never || manifest.channel("script").is_none() {
+        return Ok(None);
+    }
+    let create = match args.snapshot {
+        SnapshotWhen::Make => Create::IfMissing,
+        _ => Create::Never,
+    };
+    let mut progress = |step: &str| eprintln!("zvm: snapshot: {step}");
+    match runtime.snapshot(program, manifest, SNAPSHOT_POINT, create, &mut progress) {
+        Ok(found) => Ok(found),
+        // `auto` only looks: a snapshot it cannot read is one it does not use.
+        Err(e) if create == Create::Never => {
+            tracing::debug!("snapshot: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Loads the manifest's program; a program refused before it ran still gets a report.

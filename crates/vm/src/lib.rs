@@ -39,6 +39,7 @@ pub mod cache;
 pub mod memo;
 pub mod policy;
 pub mod report;
+pub mod snapshot;
 pub mod wasi;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +54,8 @@ use zvm_manifest::{ContentHash, Manifest, MountSource};
 pub use zvm_txn::{Journal, Transaction};
 
 pub use report::{
-    CacheStatus, ChannelReport, ExportReport, InputReport, ReplayInfo, Report, State, Validation,
+    CacheStatus, ChannelReport, ExportReport, InputReport, ReplayInfo, Report, SnapshotUse, State,
+    Validation,
 };
 
 /// How often the engine's epoch advances; the wall-clock timeout is counted in these ticks,
@@ -130,6 +132,17 @@ pub enum Error {
     MemoryOverPool { asked: u64, max: u64 },
     #[error("engine: {0}")]
     Engine(String),
+    /// A snapshot could not be made or read (see [`snapshot`]).
+    #[error("snapshot: {reason}")]
+    Snapshot { reason: String },
+    /// A run from a snapshot found its world answering a recorded host call differently
+    /// from the snapshot's own run: nothing was read or written; run the program plainly.
+    #[error("the snapshot does not fit this run: host call {call} (`{name}`): {detail}")]
+    SnapshotDiverged {
+        call: usize,
+        name: String,
+        detail: String,
+    },
     /// A bug in zvm itself, caught before it could end the process.
     #[error("internal error in zvm (please report it): {0}")]
     Internal(String),
@@ -210,6 +223,10 @@ pub struct VmState {
     pub(crate) env: Vec<String>,
     pub(crate) memory: Option<Memory>,
     limiter: Limiter,
+    /// Set while a snapshot is being made: host calls are recorded.
+    pub(crate) snapshot: Option<Box<snapshot::Recorder>>,
+    /// Set while a run from a snapshot rewinds to its snapshot point.
+    pub(crate) rewind: Option<snapshot::Rewind>,
 }
 
 /// Enforces the memory and table limits and records what the guest asked for.
@@ -297,6 +314,8 @@ pub struct Runtime {
     /// process that runs one VM synchronously (`zvm run`) never pays for it.
     linker_async: Arc<std::sync::OnceLock<Linker<VmState>>>,
     cache: Option<cache::ModuleCache>,
+    /// The compile cache's directory; snapshots are kept under it.
+    cache_dir: Option<PathBuf>,
     allocator: Allocator,
     journal: Option<Journal>,
     _ticker: Ticker,
@@ -349,6 +368,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config).map_err(Error::engine)?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(Error::engine)?;
+        let cache_dir = config.cache_dir.clone();
         let cache = config
             .cache_dir
             .map(|dir| cache::ModuleCache::new(dir, &engine));
@@ -358,6 +378,7 @@ impl Runtime {
             linker,
             linker_async: Arc::default(),
             cache,
+            cache_dir,
             allocator: config.allocator,
             journal: config.journal,
         })
@@ -469,6 +490,22 @@ impl Runtime {
                 tracing::debug!("compile cache: {e}");
             }
         }
+        self.program(path, hash, module, validation)
+    }
+
+    /// A compiled module that passed zvm's policy, linked and ready to run.
+    fn program(
+        &self,
+        path: &Path,
+        hash: ContentHash,
+        module: Module,
+        validation: Validation,
+    ) -> Result<Program, Error> {
+        let refused = |reason: String| Error::Refused {
+            path: path.to_path_buf(),
+            hash,
+            reason,
+        };
         let pre = self
             .linker
             .instantiate_pre(&module)
@@ -758,6 +795,8 @@ impl Program {
                 args,
                 env,
                 memory: None,
+                snapshot: None,
+                rewind: None,
                 limiter: Limiter {
                     memory_limit: usize::try_from(limits.memory).unwrap_or(usize::MAX),
                     peak_memory: 0,
@@ -869,6 +908,7 @@ impl Program {
             exports,
             replay: None,
             cache: CacheStatus::Off,
+            snapshot: None,
         })
     }
 

@@ -208,6 +208,18 @@ pub struct Report {
     /// How the result cache took part.
     #[serde(default = "cache_off")]
     pub cache: CacheStatus,
+    /// The snapshot the run started from, when it did not start plainly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotUse>,
+}
+
+/// A run that started from a pre-initialised snapshot (see `zvm_vm::snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotUse {
+    /// BLAKE3 of the snapshot's module and metadata.
+    pub hash: String,
+    /// Fuel the program used to reach the snapshot point (included in `fuel_used`).
+    pub init_fuel: u64,
 }
 
 fn cache_off() -> CacheStatus {
@@ -237,6 +249,7 @@ impl Report {
             exports: Vec::new(),
             replay: None,
             cache: CacheStatus::Off,
+            snapshot: None,
         }
     }
 
@@ -273,6 +286,14 @@ impl Report {
         );
         if let Some(etag) = &self.memory_etag {
             let _ = writeln!(s, "memory etag {etag}");
+        }
+        if let Some(snap) = &self.snapshot {
+            let _ = writeln!(
+                s,
+                "snapshot    {} (its initialisation: {} fuel)",
+                &snap.hash[..16.min(snap.hash.len())],
+                snap.init_fuel
+            );
         }
         if self.cache != CacheStatus::Off {
             let _ = writeln!(s, "cache       {}", self.cache);

@@ -32,8 +32,13 @@ fn offset(ptr: u32, off: u32) -> Result<u32, Errno> {
     ptr.checked_add(off).ok_or(Errno::Fault)
 }
 
-/// Bounds-checked view of the guest's linear memory.
-struct Mem<'a>(&'a mut [u8]);
+/// Bounds-checked view of the guest's linear memory. While a snapshot is being made
+/// ([`crate::snapshot`]), it also notes which bytes the host read and wrote, so that the call
+/// can be replayed against another VM's world.
+struct Mem<'a>(
+    &'a mut [u8],
+    Option<std::cell::RefCell<crate::snapshot::MemLog>>,
+);
 
 impl Mem<'_> {
     fn range(&self, ptr: u32, len: u32) -> Result<std::ops::Range<usize>, Errno> {
@@ -47,11 +52,17 @@ impl Mem<'_> {
 
     fn slice(&self, ptr: u32, len: u32) -> Result<&[u8], Errno> {
         let r = self.range(ptr, len)?;
+        if let Some(log) = &self.1 {
+            log.borrow_mut().read(ptr, &self.0[r.clone()]);
+        }
         Ok(&self.0[r])
     }
 
     fn slice_mut(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], Errno> {
         let r = self.range(ptr, len)?;
+        if let Some(log) = &self.1 {
+            log.borrow_mut().wrote(ptr, len);
+        }
         Ok(&mut self.0[r])
     }
 
@@ -134,10 +145,19 @@ fn with(
         return Errno::Fault.raw() as i32;
     };
     let (data, state) = memory.data_and_store_mut(caller);
-    match f(&mut Mem(data), state) {
+    let log = state
+        .snapshot
+        .as_ref()
+        .map(|_| std::cell::RefCell::new(crate::snapshot::MemLog::default()));
+    let mut mem = Mem(data, log);
+    let errno = match f(&mut mem, state) {
         Ok(()) => 0,
         Err(e) => e.raw() as i32,
+    };
+    if let (Some(log), Some(rec)) = (mem.1, state.snapshot.as_mut()) {
+        rec.note(log.into_inner(), mem.0);
     }
+    errno
 }
 
 fn fs(state: &mut VmState) -> &mut Fs {
@@ -569,7 +589,11 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
          inh: u64,
          fdflags: u32,
          out: u32| {
-            with(&mut c, |m, s| {
+            // A VM started from a snapshot resumes inside this call (see `crate::snapshot`).
+            if c.data().rewind.is_some() {
+                crate::snapshot::finish_rewind(&mut c)?;
+            }
+            Ok(with(&mut c, |m, s| {
                 let follow = dirflags & lookupflags::SYMLINK_FOLLOW != 0;
                 let path = m.str(p, pl)?;
                 let new = fs(s).open(fd, path, follow, oflags as u16, base, inh, fdflags as u16)?;
@@ -578,7 +602,7 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
                     return Err(e);
                 }
                 Ok(())
-            })
+            }))
         },
     )?;
     linker.func_wrap(

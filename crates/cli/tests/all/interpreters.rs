@@ -127,3 +127,80 @@ fn a_script_of_an_uninstalled_language_says_how_to_install_it() {
         stderr(&out)
     );
 }
+
+/// Runs `script` (reading /dev/input, writing /dev/output) with `--snapshot when`; returns
+/// stdout, the output file and the report.
+fn run_script(
+    dir: &std::path::Path,
+    script: &std::path::Path,
+    when: &str,
+) -> (String, String, serde_json::Value) {
+    let input = dir.join("in.txt");
+    let output = dir.join(format!("out-{when}.txt"));
+    let (out, report) = support::run_report(
+        &[
+            "--no-result-cache",
+            "--snapshot",
+            when,
+            "--input",
+            &format!("input={}", input.display()),
+            "--output",
+            &format!("output={}", output.display()),
+            script.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{when}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let written = std::fs::read_to_string(&output).unwrap();
+    (stdout(&out), written, report)
+}
+
+/// The issue's proof: Python and JavaScript started from a pre-initialised snapshot give the
+/// same outputs and etags as a plain start of the same interpreter.
+#[test]
+fn scripts_from_snapshots_match_plain_starts() {
+    require_interpreters();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "3 4 5\nsix seven\n").unwrap();
+    let py = dir.path().join("sum.py");
+    std::fs::write(
+        &py,
+        "import json, random, time\n\
+         words = open('/dev/input').read().split()\n\
+         nums = [int(w) for w in words if w.isdigit()]\n\
+         with open('/dev/output', 'w') as f:\n    json.dump({'sum': sum(nums), 'words': len(words), 'r': random.random(), 't': time.time()}, f)\n\
+         print('python', sum(nums), hash('zvm') == hash('zvm'))\n",
+    )
+    .unwrap();
+    let js = dir.path().join("sum.js");
+    std::fs::write(
+        &js,
+        "const w = std.loadFile('/dev/input').trim().split(/\\s+/);\n\
+         const n = w.map(Number).filter(x => !isNaN(x));\n\
+         const f = std.open('/dev/output', 'w'); f.puts(JSON.stringify({sum: n.reduce((a, b) => a + b, 0), words: w.length, r: Math.random(), t: Date.now()})); f.close();\n\
+         console.log('quickjs', n.length);\n",
+    )
+    .unwrap();
+    for (script, expect) in [(&js, "quickjs 3\n"), (&py, "python 12 True\n")] {
+        let (plain_out, plain_file, plain) = run_script(dir.path(), script, "never");
+        assert_eq!(plain_out, expect);
+        assert!(plain.get("snapshot").is_none());
+        let (snap_out, snap_file, snap) = run_script(dir.path(), script, "make");
+        assert!(snap["snapshot"]["hash"].is_string(), "{snap}");
+        assert_eq!(snap_out, plain_out);
+        assert_eq!(snap_file, plain_file);
+        for name in ["stdout", "stderr", "output", "script"] {
+            assert_eq!(
+                support::channel(&snap, name)["etag"],
+                support::channel(&plain, name)["etag"],
+                "{}: channel {name}",
+                script.display()
+            );
+        }
+    }
+}
