@@ -867,7 +867,10 @@ fn interpreters(quick: bool) -> Result<Vec<Row>> {
             scenario: "interpreters",
             what,
             zvm: ms(snap),
-            baseline: format!("{} plain start in the same runtime (snapshot {made})", ms(plain)),
+            baseline: format!(
+                "{} plain start in the same runtime (snapshot {made})",
+                ms(plain)
+            ),
             ratio: format!("{:.1}x faster", plain.as_secs_f64() / snap.as_secs_f64()),
             goal,
             met: Some(snap < Duration::from_millis(5)),
@@ -886,7 +889,10 @@ fn interpreters(quick: bool) -> Result<Vec<Row>> {
             what: format!("`{name}`: the same as a fresh `zvm run` process"),
             zvm: ms(fresh_snap),
             baseline: format!("{} with --snapshot never", ms(fresh_plain)),
-            ratio: format!("{:.1}x faster", fresh_plain.as_secs_f64() / fresh_snap.as_secs_f64()),
+            ratio: format!(
+                "{:.1}x faster",
+                fresh_plain.as_secs_f64() / fresh_snap.as_secs_f64()
+            ),
             goal: "(informative)",
             met: None,
         });
