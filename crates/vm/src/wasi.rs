@@ -532,11 +532,15 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         MODULE,
         "path_filestat_get",
         |mut c: Caller<'_, VmState>, fd: u32, flags: u32, p: u32, pl: u32, out: u32| {
-            with(&mut c, |m, s| {
+            // A snapshot point may be here too (see `crate::snapshot`).
+            if c.data().rewind.is_some() {
+                crate::snapshot::finish_rewind(&mut c)?;
+            }
+            Ok(with(&mut c, |m, s| {
                 let follow = flags & lookupflags::SYMLINK_FOLLOW != 0;
                 let st = fs(s).path_filestat(fd, m.str(p, pl)?, follow)?;
                 m.filestat(out, &st)
-            })
+            }))
         },
     )?;
     linker.func_wrap(
@@ -609,13 +613,17 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         MODULE,
         "path_readlink",
         |mut c: Caller<'_, VmState>, fd: u32, p: u32, pl: u32, buf: u32, len: u32, out: u32| {
-            with(&mut c, |m, s| {
+            // A snapshot point may be here too (see `crate::snapshot`).
+            if c.data().rewind.is_some() {
+                crate::snapshot::finish_rewind(&mut c)?;
+            }
+            Ok(with(&mut c, |m, s| {
                 let target = fs(s).readlink(fd, m.str(p, pl)?)?;
                 // Like readlink(2), the result is truncated to the buffer.
                 let n = target.len().min(len as usize);
                 m.put(buf, &target.as_bytes()[..n])?;
                 m.put_u32(out, n as u32)
-            })
+            }))
         },
     )?;
     linker.func_wrap(

@@ -6,12 +6,14 @@
 //! `_start` instead, with binaryen's asyncify (`wasm-opt --asyncify`) to unwind and later
 //! rewind the guest's call stack:
 //!
-//! 1. **Trace.** The program runs in an ordinary VM until its first `path_open` of the
-//!    *snapshot point* (the script's guest path, `/dev/script`); the wasm frames on the
-//!    stack there are noted and the run stops.
+//! 1. **Trace.** The program runs in an ordinary VM until the first host call that names the
+//!    *snapshot point* (the script's guest path, `/dev/script`): a `path_open`, or a
+//!    `path_filestat_get` or `path_readlink` before it (CPython stats its script first, and
+//!    the answer holds the script's size). The wasm frames on the stack there are noted and
+//!    the run stops.
 //! 2. **Asyncify.** Every function is named and every global exported ([`module::prepare`]),
 //!    then `wasm-opt --asyncify` instruments only the functions of those frames (so the rest
-//!    of the program runs exactly as compiled), with `path_open` as the one import that
+//!    of the program runs exactly as compiled), with that call's import as the one that
 //!    unwinds.
 //! 3. **Capture.** The instrumented program runs again to the same point, where the host
 //!    unwinds it: the call stack lands in a buffer, and memory and globals hold the state of
@@ -25,15 +27,15 @@
 //! the recorded host calls against it — with the recorded memory inputs, checking that every
 //! result and every byte written is what the capture saw — so that the world's clocks,
 //! randomness, descriptors and counters are exactly where a plain start would have them,
-//! (c) rewinds the stack, and (d) resumes inside that `path_open`, which now opens this run's
-//! script. A replay that differs (another environment, a changed mount) is
+//! (c) rewinds the stack, and (d) resumes inside that host call, which now looks at this
+//! run's script. A replay that differs (another environment, a changed mount) is
 //! [`Error::SnapshotDiverged`], raised before the guest has run or read anything; the caller
 //! runs the program from its plain start instead. Everything before the snapshot point is
 //! a deterministic function of the program and the recorded calls, so the snapshot is
 //! itself deterministic: the same program, manifest and wasm-opt make the same bytes.
 //!
-//! A snapshot is cached by a content hash of its inputs (program, manifest without the
-//! script and limits, snapshot point, wasm-opt version) under the compile cache's directory.
+//! A snapshot is cached by a content hash of its inputs (program, manifest without host paths
+//! and limits, snapshot point, wasm-opt flags) under the compile cache's directory.
 
 pub mod module;
 
@@ -44,7 +46,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::{Caller, Engine, ExternType, Func, Linker, Module, Store, Val, ValType};
-use zvm_manifest::{ChannelSource, ContentHash, Manifest};
+use zvm_manifest::{ChannelSource, ContentHash, Manifest, MountSource};
 
 use crate::report::{Report, SnapshotUse};
 use crate::{Error, Program, RunIo, Runtime, VmState, wasi};
@@ -52,10 +54,15 @@ use crate::{Error, Program, RunIo, Runtime, VmState, wasi};
 pub use module::GlobalValue;
 
 /// Version of the snapshot format (the files in the cache and what they mean).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
-/// The import that unwinds at the snapshot point.
-const POINT_IMPORT: &str = "path_open";
+/// The imports that can be the snapshot point (the first one naming it is), with the index of
+/// their path pointer argument (the length follows it). Their host functions finish a rewind.
+const POINT_IMPORTS: &[(&str, usize)] = &[
+    ("path_open", 2),
+    ("path_filestat_get", 2),
+    ("path_readlink", 1),
+];
 
 /// wasm-opt flags before `--asyncify`: optimisation level 2 makes asyncify tidy up the
 /// functions it instruments (it halves their overhead on CPython), without running the
@@ -114,8 +121,10 @@ pub struct Meta {
     pub program: String,
     /// Hash of the snapshot's module.
     pub module: String,
-    /// The guest path whose opening is the snapshot point.
+    /// The guest path whose first mention is the snapshot point.
     pub point: String,
+    /// The import that mentioned it first (where runs resume).
+    pub point_import: String,
     /// `wasm-opt --version`.
     pub wasm_opt: String,
     /// Where the unwound stack goes while rewinding, and its bytes (asyncify's two-word
@@ -169,15 +178,31 @@ pub fn key(program: &ContentHash, manifest: &Manifest, point: &str) -> String {
     keyed.program.hash = None;
     // Limits only decide whether a run fits; the snapshot's fuel is charged to every run.
     keyed.limits = Default::default();
+    // Host paths are left out: what the guest saw of its files before the snapshot point is
+    // checked call by call when a run replays the recorded host calls, so the same snapshot
+    // serves runs whose inputs and outputs live elsewhere.
     for ch in &mut keyed.channels {
         ch.etag = None;
-        if ch.name.guest_path() == point {
-            ch.source = ChannelSource::File(PathBuf::from("/snapshot-point"));
+        if let ChannelSource::File(_) = ch.source {
+            ch.source = ChannelSource::File(PathBuf::from(format!("/channel/{}", ch.name)));
         }
     }
+    for (i, m) in keyed.mounts.iter_mut().enumerate() {
+        m.source = match &m.source {
+            MountSource::Image(_) => MountSource::Image(PathBuf::from(format!("/image/{i}"))),
+            MountSource::Dir { writable, .. } => MountSource::Dir {
+                path: PathBuf::from(format!("/dir/{i}")),
+                writable: *writable,
+            },
+        };
+    }
+    for e in &mut keyed.exports {
+        e.path = PathBuf::from("/export");
+    }
     let mut h = blake3::Hasher::new();
+    let format = format!("zvm-snapshot-v{FORMAT}");
     for part in [
-        "zvm-snapshot-v1",
+        format.as_str(),
         env!("CARGO_PKG_VERSION"),
         &program.to_string(),
         point,
@@ -328,9 +353,9 @@ impl Runtime {
             return Err(fail("reading it", &"the file changed since it was loaded"));
         }
         progress("tracing the program to its snapshot point");
-        let frames =
+        let (frames, import) =
             match self.record(program.pre.module(), program, manifest, point, Phase::Trace)? {
-                Recorded::Frames(f) => f,
+                Recorded::Frames(f, import) => (f, import),
                 Recorded::Unwound { .. } => unreachable!("a trace never unwinds"),
             };
         let prepared = module::prepare(&original).map_err(|e| fail("cannot snapshot it", &e))?;
@@ -338,7 +363,7 @@ impl Runtime {
             "instrumenting {} functions with wasm-opt --asyncify",
             frames.len()
         ));
-        let asyncified = asyncify(&prepared, &frames, work)?;
+        let asyncified = asyncify(&prepared, &frames, &import, work)?;
         progress("compiling the instrumented program");
         let module = Module::new(&self.engine, &asyncified)
             .map_err(|e| fail("compiling it after asyncify", &e))?;
@@ -363,6 +388,7 @@ impl Runtime {
             program: program.hash.to_string(),
             module: ContentHash::of(&out).to_string(),
             point: point.to_string(),
+            point_import: import,
             wasm_opt: version.to_string(),
             stack_at,
             stack,
@@ -440,7 +466,9 @@ impl Runtime {
                 });
             };
             match (phase, fired) {
-                (Phase::Trace, Fired::Frames(frames)) => Ok(Recorded::Frames(frames)),
+                (Phase::Trace, Fired::Frames(frames, import)) => {
+                    Ok(Recorded::Frames(frames, import))
+                }
                 (Phase::Capture, Fired::Unwinding { at, saved }) => {
                     if let Err(e) = outcome {
                         return Err(format!("it did not unwind at `{point}`: {e:#}"));
@@ -550,10 +578,20 @@ fn store_snapshot(dir: &Path, module: &[u8], meta: &Meta) -> Result<(), Error> {
     let json = serde_json::to_vec_pretty(meta).expect("meta serializes");
     std::fs::write(tmp.path().join("meta.json"), json).map_err(fail)?;
     let tmp = tmp.keep();
+    let current = |dir: &Path| {
+        std::fs::read(dir.join("meta.json"))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Meta>(&t).ok())
+            .is_some_and(|m| m.format == FORMAT && m.module == meta.module)
+    };
+    if dir.exists() && !current(dir) {
+        // A damaged or outdated snapshot under this key: replaced.
+        let _ = std::fs::remove_dir_all(dir);
+    }
     match std::fs::rename(&tmp, dir) {
         Ok(()) => Ok(()),
         // Another process stored the same snapshot first: same key, same bytes.
-        Err(_) if dir.join("meta.json").exists() => {
+        Err(_) if current(dir) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(())
         }
@@ -565,7 +603,7 @@ fn store_snapshot(dir: &Path, module: &[u8], meta: &Meta) -> Result<(), Error> {
 }
 
 /// Runs `wasm-opt --asyncify`, instrumenting only the functions of `frames`.
-fn asyncify(prepared: &[u8], frames: &[u32], work: &Path) -> Result<Vec<u8>, Error> {
+fn asyncify(prepared: &[u8], frames: &[u32], import: &str, work: &Path) -> Result<Vec<u8>, Error> {
     let input = work.join("prepared.wasm");
     let output = work.join("asyncified.wasm");
     std::fs::write(&input, prepared).map_err(|e| snapshot_error(format!("temp file: {e}")))?;
@@ -578,7 +616,7 @@ fn asyncify(prepared: &[u8], frames: &[u32], work: &Path) -> Result<Vec<u8>, Err
         .args(ASYNCIFY_FLAGS)
         .arg("--asyncify")
         .arg(format!(
-            "--pass-arg=asyncify-imports@{}.{POINT_IMPORT}",
+            "--pass-arg=asyncify-imports@{}.{import}",
             wasi::MODULE
         ))
         .arg(format!("--pass-arg=asyncify-onlylist@{}", list.join(",")))
@@ -603,12 +641,12 @@ enum Phase {
 }
 
 enum Fired {
-    Frames(Vec<u32>),
+    Frames(Vec<u32>, String),
     Unwinding { at: usize, saved: Vec<u8> },
 }
 
 enum Recorded {
-    Frames(Vec<u32>),
+    Frames(Vec<u32>, String),
     Unwound {
         memory: Vec<u8>,
         globals: HashMap<String, GlobalValue>,
@@ -692,8 +730,10 @@ fn record_call(
     {
         wasmtime::bail!("it called `{name}` after the snapshot point: its stack was not unwound");
     }
-    if name == POINT_IMPORT && opens_point(c, params) {
-        return fire(c, results);
+    if let Some((_, at)) = POINT_IMPORTS.iter().find(|(n, _)| *n == name)
+        && names_point(c, params, *at)
+    {
+        return fire(c, name, results);
     }
     let rec = c.data().snapshot.as_ref().expect("a recording store");
     let real = *rec
@@ -731,10 +771,10 @@ fn record_call(
     Ok(())
 }
 
-/// Whether this `path_open` opens the snapshot point.
-fn opens_point(c: &mut Caller<'_, VmState>, params: &[Val]) -> bool {
+/// Whether this call's path (its pointer at `at`, its length next) is the snapshot point.
+fn names_point(c: &mut Caller<'_, VmState>, params: &[Val], at: usize) -> bool {
     let (Some(Val::I32(dirfd)), Some(Val::I32(ptr)), Some(Val::I32(len))) =
-        (params.first(), params.get(2), params.get(3))
+        (params.first(), params.get(at), params.get(at + 1))
     else {
         return false;
     };
@@ -760,13 +800,14 @@ fn opens_point(c: &mut Caller<'_, VmState>, params: &[Val]) -> bool {
     joined.trim_start_matches('/') == c.data().snapshot.as_ref().expect("recording").point
 }
 
-fn fire(c: &mut Caller<'_, VmState>, results: &mut [Val]) -> wasmtime::Result<()> {
+fn fire(c: &mut Caller<'_, VmState>, import: &str, results: &mut [Val]) -> wasmtime::Result<()> {
     let phase = c.data().snapshot.as_ref().expect("recording").phase;
     match phase {
         Phase::Trace => {
             let trace = wasmtime::WasmBacktrace::force_capture(&*c);
             let frames = trace.frames().iter().map(|f| f.func_index()).collect();
-            c.data_mut().snapshot.as_mut().expect("recording").fired = Some(Fired::Frames(frames));
+            c.data_mut().snapshot.as_mut().expect("recording").fired =
+                Some(Fired::Frames(frames, import.to_string()));
             Err(Reached.into())
         }
         Phase::Capture => {
@@ -796,7 +837,7 @@ fn fire(c: &mut Caller<'_, VmState>, results: &mut [Val]) -> wasmtime::Result<()
     }
 }
 
-/// A run that resumes inside `path_open`: where the unwound stack was put, what that memory
+/// A run that resumes inside its snapshot point's host call: where the unwound stack was put, what that memory
 /// held, and the export that ends the rewind.
 pub(crate) struct Rewind {
     at: usize,
@@ -804,7 +845,8 @@ pub(crate) struct Rewind {
     stop: Func,
 }
 
-/// Ends the rewind of a run started from a snapshot (called by `path_open`): the guest is
+/// Ends the rewind of a run started from a snapshot (called by the host functions of
+/// [`POINT_IMPORTS`]): the guest is
 /// back where it was unwound, and the memory that held its stack gets its content back.
 pub(crate) fn finish_rewind(c: &mut Caller<'_, VmState>) -> wasmtime::Result<()> {
     let Some(rewind) = c.data_mut().rewind.take() else {
@@ -858,7 +900,7 @@ impl Snapshot {
             other => other,
         };
         if store.data().rewind.is_some() && outcome.is_ok() {
-            // The guest ended well without coming back to `path_open`: a bug in zvm (a
+            // The guest ended well without coming back to its snapshot point: a bug in zvm (a
             // guest that ran out of fuel while rewinding is a state, like any other).
             let state = store.into_data();
             state.fs.finish(Some("snapshot did not rewind"));
