@@ -1,0 +1,7 @@
+//! Integration tests of `zvm-server`: each starts the real server in-process on a loopback
+//! port with its own data directory and talks HTTP to it. One binary, one module per area.
+
+mod objects;
+mod ops;
+mod runs;
+mod support;
