@@ -17,7 +17,9 @@ mod run;
 mod validate;
 mod zapp;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 /// zvm: run WebAssembly programs in disposable, deterministic sandboxes that see only the
 /// channels their manifest declares.
@@ -50,20 +52,117 @@ enum Command {
     Pack(pack::PackArgs),
     Inspect(inspect::InspectArgs),
     New(new::NewArgs),
+    Serve(ServeArgs),
+}
+
+/// Serve the HTTP API: an embedded object store, and a fresh VM per request that runs a
+/// stored program with the request body as stdin and answers with its stdout.
+///
+/// Settings come from `--config` (a TOML file with `version = 1` and the keys named after
+/// these flags, with `_` for `-`), and flags override them. The server stops gracefully on
+/// SIGTERM or ctrl-c: it stops accepting connections, answers the requests in flight and
+/// lands their outputs. The API is described in `crates/server/README.md`.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address and port to listen on; port 0 picks a free one [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory of the object store, the compile cache and staged outputs [default:
+    /// zvm-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// VMs running at once [default: one per core].
+    #[arg(long, value_name = "N")]
+    max_vms: Option<usize>,
+    /// Runs that may wait for a VM; beyond them the answer is 503 [default: 64].
+    #[arg(long, value_name = "N")]
+    queue: Option<usize>,
+    /// Largest request body, e.g. `64MiB` [default: 64 MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_body: Option<String>,
+    /// Largest stdout and largest output object of a run [default: 64 MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_output: Option<String>,
+    /// Longest a run may wait for a VM and run, e.g. `30s` [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    request_timeout: Option<String>,
+    /// Fuel of a run, and the most a request may ask for with `?fuel=` [default:
+    /// 10000000000].
+    #[arg(long, value_name = "N")]
+    max_fuel: Option<u64>,
+    /// Linear memory of a run, and the most a request may ask for with `?memory=`
+    /// [default: 256 MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+}
+
+fn serve_main(args: ServeArgs) -> i32 {
+    match serve(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("zvm serve: {e:#}");
+            exit::CANNOT_START
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use zvm_server::{ConfigFile, Server};
+    let file = match &args.config {
+        Some(path) => ConfigFile::from_file(path)?,
+        None => ConfigFile::default(),
+    };
+    let flags = ConfigFile {
+        version: None,
+        listen: args.listen,
+        data_dir: args.data_dir,
+        max_vms: args.max_vms,
+        queue: args.queue,
+        max_body: args.max_body,
+        max_output: args.max_output,
+        request_timeout: args.request_timeout,
+        max_fuel: args.max_fuel,
+        max_memory: args.max_memory,
+    };
+    let config = file.merge(flags).resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("zvm-serve")
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::bind(config.clone()).await?;
+        // The one line a script waits for: where the server listens.
+        eprintln!(
+            "zvm serve: listening on http://{} (data in `{}`, {} VMs, queue {})",
+            server.local_addr()?,
+            config.data_dir.display(),
+            config.max_vms,
+            config.queue
+        );
+        server.run(zvm_server::shutdown_signal()).await
+    })
 }
 
 fn main() {
     let cli = Cli::parse();
+    // A server logs each request (with its id) and stamps its lines with the time.
+    let serving = matches!(cli.command, Command::Serve(_));
     let filter = cli
         .log
         .clone()
         .or_else(|| std::env::var("ZVM_LOG").ok())
-        .unwrap_or_else(|| "warn".to_string());
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|| if serving { "info" } else { "warn" }.to_string());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+        .with_writer(std::io::stderr);
+    if serving {
+        logs.init();
+    } else {
+        logs.without_time().init();
+    }
     let code = match cli.command {
         Command::Run(args) => run::main(args),
         Command::Job(args) => job::main(args),
@@ -77,6 +176,7 @@ fn main() {
         Command::Pack(args) => pack::main(args),
         Command::Inspect(args) => inspect::main(args),
         Command::New(args) => new::main(args),
+        Command::Serve(args) => serve_main(args),
     };
     std::process::exit(code);
 }

@@ -18,6 +18,7 @@ mod limits;
 mod manifests;
 mod mounts;
 mod run;
+mod serve;
 mod snapshots;
 mod support;
 mod transactions;
