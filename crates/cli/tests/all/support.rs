@@ -47,15 +47,33 @@ pub fn c_guest(name: &str) -> PathBuf {
     };
     if stale {
         let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let status = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
-            .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-            .arg(&tmp)
+        let obj = out.with_extension(format!("o{}", std::process::id()));
+        let clang = || {
+            let mut c = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()));
+            c.arg("--target=wasm32-wasi");
+            c
+        };
+        let fail = |e: std::io::Error| -> std::process::ExitStatus {
+            panic!("cannot run clang ({e}); install clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (see .ci/run)")
+        };
+        // Compiled with -O2 and linked without it: clang runs binaryen's wasm-opt on an
+        // optimised link when wasm-opt is on the PATH (zvm's snapshots install it), and
+        // wasm-opt drops the name section that backtraces show.
+        let status = clang()
+            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-c", "-o"])
+            .arg(&obj)
             .arg(&src)
             .status()
-            .unwrap_or_else(|e| {
-                panic!("cannot run clang ({e}); install clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (see .ci/run)")
-            });
-        assert!(status.success(), "clang failed to build guest `{name}`");
+            .unwrap_or_else(fail);
+        assert!(status.success(), "clang failed to compile guest `{name}`");
+        let status = clang()
+            .arg("-o")
+            .arg(&tmp)
+            .arg(&obj)
+            .status()
+            .unwrap_or_else(fail);
+        let _ = std::fs::remove_file(&obj);
+        assert!(status.success(), "clang failed to link guest `{name}`");
         std::fs::rename(&tmp, &out).unwrap();
     }
     built.insert(name.to_string(), out.clone());
