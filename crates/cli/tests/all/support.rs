@@ -54,7 +54,9 @@ pub fn c_guest(name: &str) -> PathBuf {
             c
         };
         let fail = |e: std::io::Error| -> std::process::ExitStatus {
-            panic!("cannot run clang ({e}); install clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (see .ci/run)")
+            panic!(
+                "cannot run clang ({e}); install clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (see .ci/run)"
+            )
         };
         // Compiled with -O2 and linked without it: clang runs binaryen's wasm-opt on an
         // optimised link when wasm-opt is on the PATH (zvm's snapshots install it), and
