@@ -21,6 +21,7 @@
 //!
 //! The API is described in the crate's `README.md`.
 
+pub mod activity;
 pub mod config;
 pub mod error;
 pub mod exec;
@@ -48,6 +49,8 @@ pub struct Shared {
     pub programs: exec::ProgramCache,
     pub admission: exec::Admission,
     pub metrics: metrics::Metrics,
+    /// Recent runs, jobs and VMs for the status page.
+    pub activity: activity::Activity,
     /// Where runs stage their output objects (unnamed files, gone when closed).
     pub runs_dir: PathBuf,
     /// Numbers the request ids this server makes up.
@@ -93,6 +96,7 @@ impl Server {
             runtime,
             programs: exec::ProgramCache::default(),
             metrics: metrics::Metrics::default(),
+            activity: activity::Activity::default(),
             runs_dir,
             next_request: Default::default(),
         });
