@@ -79,6 +79,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A request to the S3-compatible backend failed: the network, the service, or an
+    /// answer that is not what the backend wrote (HTTP 502, the gateway's upstream failed).
+    #[error("s3 backend: {op} `{what}`: {source}")]
+    Backend {
+        op: &'static str,
+        /// The S3 object or bucket (`s3://bucket/key`), or the endpoint.
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A file system operation failed.
     #[error("{op} `{path}`: {source}")]
     Io {

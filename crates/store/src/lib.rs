@@ -1,5 +1,11 @@
-//! The embedded object store: S3-like buckets of objects in a directory on local disk, for
-//! the `zvm serve` gateway and for the outputs of VMs, which must land whole or not at all.
+//! The object store: S3-like buckets of objects for the `zvm serve` gateway and for the
+//! outputs of VMs, which must land whole or not at all. Objects live in the embedded store
+//! ([`ObjectStore`], a directory on local disk) by default, or in an S3-compatible service
+//! ([`S3Store`], for clusters whose nodes share their objects); [`Store`] is either, opened
+//! from a [`StoreConfig`], with one API: the same operations, errors, name rules and etags
+//! (the BLAKE3 hash of the content) whichever the backend. The S3 backend, its layout and how
+//! it commits a batch on a service without transactions, is described in [`s3`]; the rest of
+//! this page is the embedded store.
 //!
 //! # A guided tour
 //!
@@ -78,6 +84,7 @@
 //! versioning. Opening reads every object's trailer to build the index, so it costs one
 //! small read per object, and the index keeps every object's metadata in memory.
 
+mod backend;
 mod batch;
 mod crash;
 mod disk;
@@ -85,6 +92,7 @@ mod error;
 mod names;
 mod object;
 mod range;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -97,6 +105,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backend::{Store, StoreBatch, StoreConfig};
 pub use crate::batch::Batch;
 pub use crate::crash::CRASH_AT_VAR;
 pub use crate::error::{Error, Result};
@@ -107,6 +116,7 @@ pub use crate::object::{
     MAX_CONTENT_TYPE_BYTES, MAX_USER_METADATA_BYTES, ObjectBody, ObjectInfo, PutMeta,
 };
 pub use crate::range::ByteRange;
+pub use crate::s3::{S3Batch, S3Config, S3Store};
 
 use crate::crash::crash_point;
 use crate::error::IoContext;

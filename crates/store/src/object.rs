@@ -244,12 +244,34 @@ pub(crate) fn read_info(file: &mut File, path: &Path) -> Result<ObjectInfo> {
     Ok(trailer.info)
 }
 
-/// The content (or the requested range of it) of an object being read. It reads from a file
-/// opened before the object could change, so a concurrent put or delete of the same key does
-/// not affect it.
-#[derive(Debug)]
+/// The content (or the requested range of it) of an object being read. From the local store
+/// it reads from a file opened before the object could change, so a concurrent put or delete
+/// of the same key does not affect it; from S3 it streams the one GET response, which S3
+/// serves from one version of the object.
 pub struct ObjectBody {
-    inner: io::Take<File>,
+    inner: BodySource,
+}
+
+enum BodySource {
+    File(io::Take<File>),
+    /// A reader of a remote body and the bytes it has left to give.
+    Remote {
+        reader: Box<dyn Read + Send>,
+        remaining: u64,
+    },
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.inner {
+            BodySource::File(_) => "file",
+            BodySource::Remote { .. } => "remote",
+        };
+        f.debug_struct("ObjectBody")
+            .field("source", &source)
+            .field("remaining", &self.remaining())
+            .finish()
+    }
 }
 
 impl ObjectBody {
@@ -257,19 +279,52 @@ impl ObjectBody {
         file.seek(SeekFrom::Start(range.start))
             .op("seek object", path)?;
         Ok(ObjectBody {
-            inner: file.take(range.end - range.start),
+            inner: BodySource::File(file.take(range.end - range.start)),
         })
+    }
+
+    /// A body of `len` bytes that `reader` streams from elsewhere (the S3 backend).
+    pub(crate) fn remote(reader: Box<dyn Read + Send>, len: u64) -> Self {
+        ObjectBody {
+            inner: BodySource::Remote {
+                reader,
+                remaining: len,
+            },
+        }
     }
 
     /// Bytes left to read.
     pub fn remaining(&self) -> u64 {
-        self.inner.limit()
+        match &self.inner {
+            BodySource::File(f) => f.limit(),
+            BodySource::Remote { remaining, .. } => *remaining,
+        }
     }
 }
 
 impl Read for ObjectBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        match &mut self.inner {
+            BodySource::File(f) => f.read(buf),
+            BodySource::Remote { reader, remaining } => {
+                if *remaining == 0 {
+                    return Ok(0);
+                }
+                let max = buf
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                let n = reader.read(&mut buf[..max])?;
+                if n == 0 {
+                    // The stream ended before the length its response announced.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the object's body ended {remaining} bytes early"),
+                    ));
+                }
+                *remaining -= n as u64;
+                Ok(n)
+            }
+        }
     }
 }
 

@@ -9,4 +9,5 @@ mod keys;
 mod listing;
 mod objects;
 mod ranges;
+mod s3;
 mod support;

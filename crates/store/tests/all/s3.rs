@@ -1,0 +1,508 @@
+//! The S3 backend against a real S3 server (SeaweedFS's `weed mini`, started by the tests):
+//! the same operations, errors, listings and etags as the embedded store, batches that land
+//! all or nothing, and the roll-forward of a batch stopped after its commit point.
+//!
+//! One server serves the tests that run at the same time; each test keeps its keys under a
+//! prefix of its own.
+
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex, Weak};
+
+use futures_util::StreamExt;
+use object_store::ObjectStore as _;
+use zvm_store::s3::testing::SeaweedFs;
+use zvm_store::{ByteRange, Error, ObjectStore, PutMeta, S3Config, S3Store, Store};
+
+use crate::support::{etag, meta};
+
+/// The running server, shared by the tests running at once and stopped after the last.
+fn server() -> Option<Arc<SeaweedFs>> {
+    static SERVER: Mutex<Weak<SeaweedFs>> = Mutex::new(Weak::new());
+    let mut shared = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(server) = shared.upgrade() {
+        return Some(server);
+    }
+    let server = Arc::new(SeaweedFs::start()?);
+    *shared = Arc::downgrade(&server);
+    Some(server)
+}
+
+/// A store under a fresh prefix, with bucket `bkt`.
+fn store(server: &SeaweedFs, test: &str) -> (S3Config, S3Store) {
+    let config = server.config(&format!("{test}-{}", std::process::id()));
+    let store = S3Store::open(&config).unwrap();
+    store.create_bucket("bkt").unwrap();
+    (config, store)
+}
+
+fn read_all(
+    store: &S3Store,
+    key: &str,
+    range: Option<ByteRange>,
+) -> (zvm_store::ObjectInfo, Vec<u8>) {
+    let mut got = store.get("bkt", key, range).unwrap();
+    let mut data = Vec::new();
+    got.body.read_to_end(&mut data).unwrap();
+    assert_eq!(got.body.remaining(), 0);
+    (got.info, data)
+}
+
+/// Every raw S3 key under the store's prefix, to see what a protocol left behind.
+fn raw_keys(config: &S3Config, under: &str) -> Vec<String> {
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(config.endpoint.clone().unwrap())
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        .with_access_key_id(config.access_key_id.clone().unwrap())
+        .with_secret_access_key(config.secret_access_key.clone().unwrap())
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = object_store::path::Path::from(format!("{}/{under}", config.prefix));
+    runtime.block_on(async {
+        s3.list(Some(&dir))
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await
+    })
+}
+
+#[test]
+fn objects_round_trip_with_metadata_and_blake3_etags() {
+    let Some(server) = server() else { return };
+    let (_, store) = store(&server, "objects");
+    let data = b"hello, s3".repeat(100);
+    let m = meta(
+        Some("text/plain; charset=utf-8"),
+        &[("Owner", "Zoë\tand co"), ("n", "1")],
+    );
+    let put = store.put("bkt", "dir/a.txt", &data[..], m.clone()).unwrap();
+    assert_eq!(put.etag, etag(&data));
+    assert_eq!(put.size, data.len() as u64);
+    let (info, read) = read_all(&store, "dir/a.txt", None);
+    assert_eq!(read, data);
+    assert_eq!(info, put);
+    assert_eq!(info.content_type, m.content_type);
+    assert_eq!(
+        info.user, m.user,
+        "names keep their case, values their UTF-8"
+    );
+    assert_eq!(store.head("bkt", "dir/a.txt").unwrap(), put);
+
+    // Replacing, then deleting.
+    let put2 = store
+        .put("bkt", "dir/a.txt", &b"v2"[..], PutMeta::default())
+        .unwrap();
+    let (info, read) = read_all(&store, "dir/a.txt", None);
+    assert_eq!(
+        (info.etag.as_str(), read.as_slice()),
+        (etag(b"v2").as_str(), &b"v2"[..])
+    );
+    assert_eq!(info, put2);
+    assert_eq!(info.content_type, None);
+    assert!(store.delete("bkt", "dir/a.txt").unwrap());
+    assert!(!store.delete("bkt", "dir/a.txt").unwrap());
+
+    // The same errors as the embedded store.
+    let err = store.get("bkt", "dir/a.txt", None).unwrap_err();
+    assert!(matches!(err, Error::NoSuchKey { .. }), "{err}");
+    let err = store.head("nobucket", "k").unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err}");
+    let err = store
+        .put("nobucket", "k", &b""[..], PutMeta::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err}");
+    let err = store
+        .put("bkt", "", &b""[..], PutMeta::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+    let err = store
+        .put("bkt", &"k".repeat(1000), &b""[..], PutMeta::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("S3's 1024-byte limit"), "{err}");
+    let bad = meta(Some("a\nb"), &[]);
+    let err = store.put("bkt", "k", &b""[..], bad).unwrap_err();
+    assert!(matches!(err, Error::InvalidMetadata { .. }), "{err}");
+    let err = store.create_bucket("Bad_Name").unwrap_err();
+    assert!(matches!(err, Error::InvalidBucketName { .. }), "{err}");
+
+    // A body that fails stores nothing.
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("client went away"))
+        }
+    }
+    let err = store
+        .put("bkt", "f", Failing, PutMeta::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::Body { .. }), "{err}");
+    assert!(matches!(
+        store.head("bkt", "f"),
+        Err(Error::NoSuchKey { .. })
+    ));
+}
+
+#[test]
+fn ranges_resolve_as_in_the_embedded_store() {
+    let Some(server) = server() else { return };
+    let (_, store) = store(&server, "ranges");
+    let data: Vec<u8> = (0..100u8).collect();
+    store
+        .put("bkt", "r", &data[..], PutMeta::default())
+        .unwrap();
+    store
+        .put("bkt", "empty", &b""[..], PutMeta::default())
+        .unwrap();
+    for (range, want) in [
+        ("0-9", 0..10),
+        ("95-200", 95..100),
+        ("90-", 90..100),
+        ("-5", 95..100),
+        ("-500", 0..100),
+    ] {
+        let range: ByteRange = range.parse().unwrap();
+        let mut got = store.get("bkt", "r", Some(range)).unwrap();
+        assert_eq!(got.range, Some(want.clone()), "{range}");
+        assert_eq!(got.info.size, 100);
+        assert_eq!(got.info.etag, etag(&data), "the whole object's etag");
+        let mut part = Vec::new();
+        got.body.read_to_end(&mut part).unwrap();
+        assert_eq!(
+            part,
+            &data[want.start as usize..want.end as usize],
+            "{range}"
+        );
+    }
+    for (key, range) in [
+        ("r", "100-"),
+        ("r", "100-200"),
+        ("empty", "0-"),
+        ("empty", "-1"),
+    ] {
+        let err = store
+            .get("bkt", key, Some(range.parse().unwrap()))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidRange { .. }),
+            "{key} {range}: {err}"
+        );
+    }
+    let (info, read) = read_all(&store, "empty", None);
+    assert_eq!((info.size, read.len()), (0, 0));
+}
+
+#[test]
+fn buckets_are_created_listed_and_deleted_only_when_empty() {
+    let Some(server) = server() else { return };
+    let (_, store) = store(&server, "buckets");
+    store.create_bucket("other").unwrap();
+    let err = store.create_bucket("other").unwrap_err();
+    assert!(matches!(err, Error::BucketAlreadyExists { .. }), "{err}");
+    let names: Vec<String> = store
+        .list_buckets()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["bkt", "other"]);
+    store
+        .put("other", "k", &b"x"[..], PutMeta::default())
+        .unwrap();
+    let err = store.delete_bucket("other").unwrap_err();
+    assert!(matches!(err, Error::BucketNotEmpty { .. }), "{err}");
+    store.delete("other", "k").unwrap();
+    store.delete_bucket("other").unwrap();
+    let err = store.delete_bucket("other").unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err}");
+    let (objects, _) = store.list("bkt", "", None, 10).unwrap();
+    assert!(objects.is_empty(), "an empty bucket lists nothing");
+}
+
+#[test]
+fn listings_page_in_byte_order_exactly_as_the_embedded_store() {
+    let Some(server) = server() else { return };
+    let (_, s3) = store(&server, "listing");
+    let dir = tempfile::tempdir().unwrap();
+    let local = ObjectStore::open(dir.path()).unwrap();
+    local.create_bucket("bkt").unwrap();
+    let stores = [Store::Local(local), Store::S3(s3)];
+    // Keys that S3 paths cannot hold as they are, and keys whose order an escape could break.
+    let keys = [
+        "a", "a/b", "a//c", "a/", "/a", ".", "..", "a.b", "a-b", "a b", "a~", "a\u{7f}", "a\u{1}",
+        "a\tb", "b", "Zoë", "zz", "~", "a%20", "a+b", "a&b<c>",
+    ];
+    for store in &stores {
+        for key in keys {
+            store
+                .put("bkt", key, key.as_bytes(), PutMeta::default())
+                .unwrap();
+        }
+    }
+    let page = |store: &Store, prefix: &str, after: Option<&str>, limit: usize| {
+        let (objects, truncated) = store.list("bkt", prefix, after, limit).unwrap();
+        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        for o in &objects {
+            assert_eq!(o.etag, etag(o.key.as_bytes()));
+        }
+        (keys, truncated)
+    };
+    let mut sorted: Vec<&str> = keys.to_vec();
+    sorted.sort();
+    assert_eq!(page(&stores[1], "", None, 100).0, sorted);
+    for (prefix, after, limit) in [
+        ("", None, 100),
+        ("", None, 3),
+        ("a", None, 100),
+        ("a", None, 4),
+        ("a/", None, 100),
+        ("a", Some("a/"), 5),
+        ("a", Some("0"), 5),
+        ("", Some("a~"), 100),
+        ("", Some("zz"), 100),
+        ("zz", None, 1),
+        ("q", None, 10),
+        ("", None, 0),
+    ] {
+        let want = page(&stores[0], prefix, after, limit);
+        assert_eq!(
+            page(&stores[1], prefix, after, limit),
+            want,
+            "{prefix:?} {after:?} {limit}"
+        );
+    }
+    // Paging by two from each page's last key visits every key once, in order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (keys, truncated) = page(&stores[1], "", after.as_deref(), 2);
+        seen.extend(keys.iter().cloned());
+        after = keys.last().cloned();
+        if !truncated {
+            break;
+        }
+    }
+    assert_eq!(seen, sorted);
+}
+
+/// A body of `len` bytes made up as it is read, so that the test holds none of it.
+struct Generated {
+    left: u64,
+    state: u64,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.left as usize);
+        for b in &mut buf[..n] {
+            self.state = self
+                .state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (self.state >> 56) as u8;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_large_object_streams_through_a_multipart_upload() {
+    let Some(server) = server() else { return };
+    let (_, store) = store(&server, "large");
+    let len = 2 * zvm_store::s3::SINGLE_PUT_BYTES as u64 + 12345;
+    let mut hasher = blake3::Hasher::new();
+    io::copy(
+        &mut Generated {
+            left: len,
+            state: 7,
+        },
+        &mut hasher,
+    )
+    .unwrap();
+    let want = hasher.finalize().to_hex().to_string();
+    let put = store
+        .put(
+            "bkt",
+            "big",
+            Generated {
+                left: len,
+                state: 7,
+            },
+            PutMeta::default(),
+        )
+        .unwrap();
+    assert_eq!((put.size, put.etag.as_str()), (len, want.as_str()));
+    let mut got = store.get("bkt", "big", None).unwrap();
+    assert_eq!(got.info, put);
+    let mut hasher = blake3::Hasher::new();
+    let copied = io::copy(&mut got.body, &mut hasher).unwrap();
+    assert_eq!(copied, len);
+    assert_eq!(hasher.finalize().to_hex().to_string(), want);
+    // A range in the second part.
+    let start = zvm_store::s3::PART_BYTES as u64 + 10;
+    let mut got = store
+        .get(
+            "bkt",
+            "big",
+            Some(ByteRange::FromTo {
+                start,
+                end: start + 99,
+            }),
+        )
+        .unwrap();
+    let mut part = Vec::new();
+    got.body.read_to_end(&mut part).unwrap();
+    let mut whole = Vec::new();
+    Generated {
+        left: start + 100,
+        state: 7,
+    }
+    .read_to_end(&mut whole)
+    .unwrap();
+    assert_eq!(part, &whole[start as usize..]);
+}
+
+#[test]
+fn a_batch_lands_all_or_nothing_and_leaves_no_staging_behind() {
+    let Some(server) = server() else { return };
+    let (config, store) = store(&server, "batch");
+    store.create_bucket("two").unwrap();
+    store
+        .put("bkt", "gone", &b"old"[..], PutMeta::default())
+        .unwrap();
+
+    // Dropped before commit: nothing lands, the staged objects are deleted.
+    let mut batch = store.batch();
+    batch
+        .put("bkt", "x", &b"X"[..], PutMeta::default())
+        .unwrap();
+    batch.delete("bkt", "gone").unwrap();
+    drop(batch);
+    assert!(matches!(
+        store.head("bkt", "x"),
+        Err(Error::NoSuchKey { .. })
+    ));
+    assert_eq!(store.head("bkt", "gone").unwrap().etag, etag(b"old"));
+    assert_eq!(raw_keys(&config, "staging"), Vec::<String>::new());
+
+    // Committed: every change, across buckets, with its metadata.
+    let mut batch = store.batch();
+    let m = meta(Some("application/json"), &[("run", "42")]);
+    let x = batch.put("bkt", "x", &b"X"[..], m.clone()).unwrap();
+    batch
+        .put("two", "y/z", &b"first"[..], PutMeta::default())
+        .unwrap();
+    let y = batch
+        .put("two", "y/z", &b"YZ"[..], PutMeta::default())
+        .unwrap();
+    batch.delete("bkt", "gone").unwrap();
+    assert_eq!(batch.len(), 3);
+    batch.commit().unwrap();
+    assert_eq!(store.head("bkt", "x").unwrap(), x);
+    assert_eq!(x.user, m.user);
+    let (info, data) = {
+        let mut got = store.get("two", "y/z", None).unwrap();
+        let mut data = Vec::new();
+        got.body.read_to_end(&mut data).unwrap();
+        (got.info, data)
+    };
+    assert_eq!((info, data.as_slice()), (y, &b"YZ"[..]));
+    assert!(matches!(
+        store.head("bkt", "gone"),
+        Err(Error::NoSuchKey { .. })
+    ));
+    assert_eq!(raw_keys(&config, "staging"), Vec::<String>::new());
+    assert_eq!(raw_keys(&config, "commits"), Vec::<String>::new());
+
+    // A batch naming a missing bucket is refused before it stages anything.
+    let mut batch = store.batch();
+    let err = batch
+        .put("nobucket", "k", &b""[..], PutMeta::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err}");
+}
+
+#[test]
+fn open_rolls_a_committed_batch_forward_and_discards_an_uncommitted_one() {
+    let Some(server) = server() else { return };
+    let (config, store) = store(&server, "recovery");
+    store
+        .put("bkt", "doomed", &b"old"[..], PutMeta::default())
+        .unwrap();
+
+    // Stopped right after its commit record: nothing visible yet.
+    let mut batch = store.batch();
+    let a = batch
+        .put("bkt", "out/a", &b"AAA"[..], meta(Some("text/plain"), &[]))
+        .unwrap();
+    let b = batch
+        .put("bkt", "out/b", &b"BB"[..], PutMeta::default())
+        .unwrap();
+    batch.delete("bkt", "doomed").unwrap();
+    batch.commit_stopping_after_record().unwrap();
+    assert!(matches!(
+        store.head("bkt", "out/a"),
+        Err(Error::NoSuchKey { .. })
+    ));
+    assert_eq!(raw_keys(&config, "commits").len(), 1);
+
+    // Staged but never committed, as if the process died before its commit point.
+    let mut lost = store.batch();
+    lost.put("bkt", "never", &b"N"[..], PutMeta::default())
+        .unwrap();
+    std::mem::forget(lost);
+    assert_eq!(raw_keys(&config, "staging").len(), 3);
+    drop(store);
+
+    let store = S3Store::open(&config).unwrap();
+    assert_eq!(store.head("bkt", "out/a").unwrap(), a);
+    assert_eq!(store.head("bkt", "out/b").unwrap(), b);
+    assert_eq!(read_all(&store, "out/a", None).1, b"AAA");
+    assert!(matches!(
+        store.head("bkt", "doomed"),
+        Err(Error::NoSuchKey { .. })
+    ));
+    assert!(matches!(
+        store.head("bkt", "never"),
+        Err(Error::NoSuchKey { .. })
+    ));
+    assert_eq!(raw_keys(&config, "staging"), Vec::<String>::new());
+    assert_eq!(raw_keys(&config, "commits"), Vec::<String>::new());
+    // Rolling forward again finds nothing to do.
+    drop(store);
+    let store = S3Store::open(&config).unwrap();
+    assert_eq!(store.head("bkt", "out/b").unwrap(), b);
+}
+
+#[test]
+fn an_unreachable_service_is_a_backend_error_that_names_it() {
+    // A port nothing listens on: taken, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = S3Config {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: "us-east-1".into(),
+        bucket: "zvm".into(),
+        access_key_id: Some("k".into()),
+        secret_access_key: Some("s".into()),
+        allow_http: true,
+        ..S3Config::default()
+    };
+    let err = S3Store::open(&config).unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    assert!(err.to_string().contains("s3://zvm/"), "{err}");
+    let err = S3Store::open(&S3Config {
+        bucket: String::new(),
+        ..config
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("no S3 bucket"), "{err}");
+}
