@@ -72,6 +72,8 @@ impl ApiError {
                 | S::Corrupt { .. }
                 | S::BatchIncomplete { .. }
                 | S::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                // The S3 service failed or could not be reached: the gateway's upstream.
+                S::Backend { .. } => StatusCode::BAD_GATEWAY,
             },
             ApiError::BadRequest { .. } | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
