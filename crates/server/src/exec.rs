@@ -423,8 +423,16 @@ pub async fn run(
     let report_json = request.report_json;
     let shared = s.clone();
     let started = Instant::now();
+    let label = request
+        .program
+        .as_ref()
+        .map_or_else(|| "request-body.wasm".to_string(), ObjectRef::to_string);
+    let started_ms = crate::activity::now_ms();
+    let vm = s.activity.vm_started("run", label.clone(), "");
+    let vm_id = vm.id().to_owned();
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let _vm = vm;
         run_blocking(&shared, request, body)
     })
     .await
@@ -440,10 +448,21 @@ pub async fn run(
         wall_us = outcome.report.wall_time_us,
         "run finished"
     );
+    let mut json = serde_json::to_value(&outcome.report)
+        .map_err(|e| ApiError::Internal(format!("serialising the report: {e}")))?;
+    json["stderr"] = String::from_utf8_lossy(&outcome.stderr).into();
+    s.activity.record_run(crate::activity::RunRecord {
+        id: vm_id,
+        tenant: String::new(),
+        kind: "run",
+        label,
+        job: None,
+        started_ms,
+        ended_ms: crate::activity::now_ms(),
+        // Cut down to a bounded size by `record_run`.
+        report: json.clone(),
+    });
     let mut response = if report_json {
-        let mut json = serde_json::to_value(&outcome.report)
-            .map_err(|e| ApiError::Internal(format!("serialising the report: {e}")))?;
-        json["stderr"] = String::from_utf8_lossy(&outcome.stderr).into();
         (StatusCode::OK, Json(json)).into_response()
     } else {
         let status = if outcome.report.state.is_ok() {

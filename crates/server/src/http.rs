@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::metrics::Gauges;
-use crate::{Shared, exec, objects};
+use crate::{Shared, exec, objects, status};
 
 /// The header that carries a request's id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -27,6 +27,9 @@ pub const MAX_REQUEST_ID: usize = 128;
 /// Every route.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(status::index))
+        .route("/ui/{file}", get(status::asset))
+        .route("/v1/status", get(status::status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/buckets", get(objects::list_buckets))

@@ -28,6 +28,7 @@ pub mod exec;
 pub mod http;
 pub mod metrics;
 pub mod objects;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,3 +5,4 @@ mod objects;
 mod ops;
 mod runs;
 mod support;
+mod ui;
