@@ -219,9 +219,11 @@ function renderTimeline(s) {
   box.replaceChildren(g);
 }
 
-// Layered layout of a DAG: a node's layer is the longest path to it from a source, so every
-// pipe points to the right; within a layer, nodes are ordered by the mean row of their
-// predecessors, which keeps most pipes from crossing.
+// Layered layout of a DAG: a member's layer is the longest path to it from a source, so every
+// pipe points to the right. A pipe that spans several layers passes through a slot of its own
+// in each layer between (a dummy node), so that it runs beside the members there rather than
+// through them. Within a layer, nodes are ordered by the mean row of their predecessors,
+// which keeps most pipes from crossing.
 function layout(names, pipes) {
   const preds = new Map(names.map((n) => [n, []]));
   for (const p of pipes) preds.get(p.to).push(p.from);
@@ -237,8 +239,24 @@ function layout(names, pipes) {
     return d;
   };
   names.forEach(depth);
+  const routes = pipes.map((p, i) => {
+    const via = [];
+    let prev = p.from;
+    for (let l = layer.get(p.from) + 1; l < layer.get(p.to); l++) {
+      const d = "\u0000" + i + ":" + l; // no member name holds a NUL
+      layer.set(d, l);
+      preds.set(d, [prev]);
+      via.push(d);
+      prev = d;
+    }
+    if (via.length) {
+      const ps = preds.get(p.to);
+      ps[ps.indexOf(p.from)] = prev;
+    }
+    return via;
+  });
   const layers = [];
-  for (const n of names) (layers[layer.get(n)] ||= []).push(n);
+  for (const n of names.concat(routes.flat())) (layers[layer.get(n)] ||= []).push(n);
   const row = new Map();
   for (const col of layers) {
     if (!col) continue;
@@ -249,7 +267,7 @@ function layout(names, pipes) {
     col.sort((a, b) => key(a) - key(b) || (a < b ? -1 : 1));
     col.forEach((n, i) => row.set(n, i));
   }
-  return { layer, row, layers: layers.length, rows: Math.max(1, ...layers.map((c) => (c || []).length)) };
+  return { layer, row, routes, layers: layers.length, rows: Math.max(1, ...layers.map((c) => (c || []).length)) };
 }
 
 function jobGraph(job, index) {
@@ -259,27 +277,41 @@ function jobGraph(job, index) {
   const names = members.map((m) => m.name);
   for (const p of pipes) for (const n of [p.from, p.to]) if (!byName.has(n)) { byName.set(n, null); names.push(n); }
   const L = layout(names, pipes);
-  const nodeW = 136, nodeH = 42, colGap = 84, rowGap = 26, pad = 10;
+  const nodeW = 136, nodeH = 42, colGap = 100, rowGap = 26, pad = 10;
   const width = pad * 2 + L.layers * nodeW + (L.layers - 1) * colGap;
   const height = pad * 2 + L.rows * nodeH + (L.rows - 1) * rowGap;
   const pos = (n) => ({ x: pad + L.layer.get(n) * (nodeW + colGap), y: pad + L.row.get(n) * (nodeH + rowGap) });
   const g = svg("svg", { class: "job-graph", "data-job": job.id, width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "graph of job " + job.id });
   const arrow = "arrow-" + index;
-  g.append(svg("defs", {}, svg("marker", { id: arrow, class: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M0 0 L10 5 L0 10 z" }))));
+  g.append(svg("defs", {}, svg("marker", { id: arrow, class: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerUnits: "userSpaceOnUse", markerWidth: 10, markerHeight: 10, orient: "auto-start-reverse" }, svg("path", { d: "M0 0 L10 5 L0 10 z" }))));
   const maxBytes = pipes.reduce((m, p) => Math.max(m, p.bytes || 0), 1);
-  for (const p of pipes) {
+  pipes.forEach((p, i) => {
     const a = pos(p.from), b = pos(p.to);
-    const x1 = a.x + nodeW, y1 = a.y + nodeH / 2, x2 = b.x - 2, y2 = b.y + nodeH / 2;
-    const mx = (x1 + x2) / 2;
+    // From the writer's right side, straight through each slot on the way, to the reader's
+    // left side; curves in the gaps between layers, lines through the slots.
+    const pts = [[a.x + nodeW, a.y + nodeH / 2]];
+    for (const d of L.routes[i]) {
+      const { x, y } = pos(d);
+      pts.push([x, y + nodeH / 2], [x + nodeW, y + nodeH / 2]);
+    }
+    pts.push([b.x - 1, b.y + nodeH / 2]);
+    let d = `M${pts[0][0]} ${pts[0][1]}`;
+    for (let k = 1; k < pts.length; k++) {
+      const [x0, y0] = pts[k - 1], [x1, y1] = pts[k];
+      const mx = (x0 + x1) / 2;
+      d += k % 2 ? ` C${mx} ${y0} ${mx} ${y1} ${x1} ${y1}` : ` L${x1} ${y1}`;
+    }
     const e = svg("g", { class: "edge", "data-from": p.from, "data-to": p.to, "data-bytes": p.bytes });
-    e.append(svg("path", { d: `M${x1} ${y1} C${mx} ${y1} ${mx} ${y2} ${x2} ${y2}`, "marker-end": `url(#${arrow})`, "stroke-width": (1.2 + (3 * Math.log1p(p.bytes || 0)) / Math.log1p(maxBytes)).toFixed(2) }));
+    e.append(svg("path", { d, "marker-end": `url(#${arrow})`, "stroke-width": (1.2 + (3 * Math.log1p(p.bytes || 0)) / Math.log1p(maxBytes)).toFixed(2) }));
+    // The label sits in the first gap, where the pipes out of one member fan out.
     const label = bytes(p.bytes);
-    const lw = 7 * label.length + 6, ly = (y1 + y2) / 2;
-    e.append(svg("rect", { class: "bytes-bg", x: mx - lw / 2, y: ly - 8, width: lw, height: 15, rx: 3 }));
-    e.append(svg("text", { class: "bytes", x: mx, y: ly + 3, "text-anchor": "middle" }, label));
+    const lw = 7 * label.length + 6;
+    const lx = (pts[0][0] + pts[1][0]) / 2, ly = (pts[0][1] + pts[1][1]) / 2;
+    e.append(svg("rect", { class: "bytes-bg", x: lx - lw / 2, y: ly - 8, width: lw, height: 15, rx: 3 }));
+    e.append(svg("text", { class: "bytes", x: lx, y: ly + 3, "text-anchor": "middle" }, label));
     e.append(svg("title", {}, `${p.from} → ${p.to}: ${p.bytes} bytes`));
     g.append(e);
-  }
+  });
   for (const n of names) {
     const m = byName.get(n);
     const { x, y } = pos(n);
