@@ -20,6 +20,9 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 900;
 
+/// The width of a phone held upright, where the page drops its less useful columns.
+const NARROW: u32 = 400;
+
 /// Traps at once.
 fn trap() -> Vec<u8> {
     wasm(r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#)
@@ -43,9 +46,10 @@ fn chromium() -> Option<PathBuf> {
     Some(path)
 }
 
-/// Runs headless Chromium on `url` with `mode` (`--dump-dom` or `--screenshot=FILE`) and
-/// returns its stdout. Each run gets a new profile directory, so runs share nothing.
-fn browse(chromium: &Path, url: &str, mode: &str) -> String {
+/// Runs headless Chromium on `url` in a window `width` pixels wide with `mode` (`--dump-dom`
+/// or `--screenshot=FILE`) and returns its stdout. Each run gets a new profile directory, so
+/// runs share nothing.
+fn browse(chromium: &Path, url: &str, mode: &str, width: u32) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(chromium)
         .args([
@@ -59,7 +63,7 @@ fn browse(chromium: &Path, url: &str, mode: &str) -> String {
             "--disable-sync",
             "--hide-scrollbars",
             &format!("--user-data-dir={}", profile.path().display()),
-            &format!("--window-size={WIDTH},{HEIGHT}"),
+            &format!("--window-size={width},{HEIGHT}"),
             "--virtual-time-budget=5000",
             mode,
             url,
@@ -300,7 +304,7 @@ async fn the_status_page_shows_runs_vms_and_reports() {
     let url = s.url("/");
     let dom = {
         let (chromium, url) = (chromium.clone(), url.clone());
-        tokio::task::spawn_blocking(move || browse(&chromium, &url, "--dump-dom"))
+        tokio::task::spawn_blocking(move || browse(&chromium, &url, "--dump-dom", WIDTH))
             .await
             .unwrap()
     };
@@ -313,7 +317,12 @@ async fn the_status_page_shows_runs_vms_and_reports() {
     {
         let (chromium, url, shot) = (chromium.clone(), url.clone(), shot.clone());
         tokio::task::spawn_blocking(move || {
-            browse(&chromium, &url, &format!("--screenshot={}", shot.display()))
+            browse(
+                &chromium,
+                &url,
+                &format!("--screenshot={}", shot.display()),
+                WIDTH,
+            )
         })
         .await
         .unwrap();
@@ -323,6 +332,21 @@ async fn the_status_page_shows_runs_vms_and_reports() {
         screenshot_started.elapsed(),
         shot.display()
     );
+    let narrow = out_dir.join("status-narrow.png");
+    let _ = std::fs::remove_file(&narrow);
+    {
+        let (chromium, url, narrow) = (chromium.clone(), url.clone(), narrow.clone());
+        tokio::task::spawn_blocking(move || {
+            browse(
+                &chromium,
+                &url,
+                &format!("--screenshot={}", narrow.display()),
+                NARROW,
+            )
+        })
+        .await
+        .unwrap();
+    }
     // The spinning VM must still have been running for the in-flight bar to mean anything.
     assert!(
         !spinning.is_finished(),
@@ -377,6 +401,19 @@ async fn the_status_page_shows_runs_vms_and_reports() {
             .filter(|&(x, y)| img.pixel(x, y) != background)
             .count();
         assert!(drawn > 2000, "band {band}: only {drawn} pixels drawn");
+    }
+
+    // In a narrow window the states are still there, in the table and on the timeline.
+    let img = Image::read(&narrow);
+    assert_eq!((img.width, img.height), (NARROW as usize, HEIGHT as usize));
+    for (what, colour) in [
+        ("ok", "#2e9d5b"),
+        ("trap", "#d33a3a"),
+        ("out_of_fuel", "#8e5bd6"),
+        ("running", "#2f6fdb"),
+    ] {
+        let n = img.count_near(hex(colour));
+        assert!(n >= 30, "narrow window, {what}: {n} pixels of {colour}");
     }
 
     let r = spinning.await.unwrap();
