@@ -97,6 +97,26 @@ struct ServeArgs {
     /// [default: 256 MiB].
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<String>,
+    /// Where objects live: `local`, the embedded store in the data directory, or `s3`, an
+    /// S3-compatible service (`[store]` in the configuration file; credentials from there or
+    /// from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY) [default: local].
+    #[arg(long, value_name = "BACKEND")]
+    store_backend: Option<String>,
+    /// S3 endpoint, e.g. `http://127.0.0.1:8333` [default: AWS, by region].
+    #[arg(long, value_name = "URL")]
+    store_endpoint: Option<String>,
+    /// S3 region requests are signed for [default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    store_region: Option<String>,
+    /// The S3 bucket that holds every zvm bucket.
+    #[arg(long, value_name = "BUCKET")]
+    store_bucket: Option<String>,
+    /// Key prefix in the S3 bucket under which the store lives [default: none].
+    #[arg(long, value_name = "PREFIX")]
+    store_prefix: Option<String>,
+    /// Allow a plain-HTTP S3 endpoint.
+    #[arg(long)]
+    store_allow_http: bool,
 }
 
 fn serve_main(args: ServeArgs) -> i32 {
@@ -126,6 +146,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: args.request_timeout,
         max_fuel: args.max_fuel,
         max_memory: args.max_memory,
+        // Credentials only from the file or the environment: flags show in `ps`.
+        store: Some(zvm_server::config::StoreFile {
+            backend: args.store_backend,
+            endpoint: args.store_endpoint,
+            region: args.store_region,
+            bucket: args.store_bucket,
+            prefix: args.store_prefix,
+            allow_http: args.store_allow_http.then_some(true),
+            ..zvm_server::config::StoreFile::default()
+        }),
     };
     let config = file.merge(flags).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

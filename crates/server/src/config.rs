@@ -86,6 +86,8 @@ pub struct ConfigFile {
     pub max_fuel: Option<u64>,
     /// Most linear memory a request may ask for (`?memory=`), as a size; also the default.
     pub max_memory: Option<String>,
+    /// `[store]`: where objects live; the embedded store in `data_dir` when absent.
+    pub store: Option<StoreFile>,
 }
 
 /// The checked configuration the server runs with.
@@ -100,6 +102,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub max_fuel: u64,
     pub max_memory: u64,
+    /// The object store's backend.
+    pub store: StoreBackend,
 }
 
 impl Default for ServerConfig {
@@ -166,6 +170,10 @@ impl ConfigFile {
             request_timeout: over.request_timeout.or(self.request_timeout),
             max_fuel: over.max_fuel.or(self.max_fuel),
             max_memory: over.max_memory.or(self.max_memory),
+            store: match (self.store, over.store) {
+                (Some(file), Some(flags)) => Some(file.merge(flags)),
+                (file, flags) => flags.or(file),
+            },
         }
     }
 
@@ -225,7 +233,149 @@ impl ConfigFile {
             request_timeout,
             max_fuel,
             max_memory,
+            store: resolve_store(self.store.unwrap_or_default(), |name| {
+                std::env::var(name).ok()
+            })?,
         })
+    }
+}
+
+/// The `[store]` section as written:
+///
+/// ```toml
+/// [store]
+/// backend = "s3"                      # or "local", the default: the embedded store
+/// endpoint = "http://127.0.0.1:8333"  # absent: AWS S3 itself, by region
+/// region = "us-east-1"                # the default
+/// bucket = "zvm"                      # the one S3 bucket; it must exist
+/// prefix = "node-1"                   # keys live under it; default none
+/// access_key_id = "..."               # default: $AWS_ACCESS_KEY_ID
+/// secret_access_key = "..."           # default: $AWS_SECRET_ACCESS_KEY
+/// allow_http = true                   # needed for an http:// endpoint
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub backend: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: Option<bool>,
+}
+
+impl StoreFile {
+    /// `over`'s keys where set, else this section's.
+    pub fn merge(self, over: StoreFile) -> StoreFile {
+        StoreFile {
+            backend: over.backend.or(self.backend),
+            endpoint: over.endpoint.or(self.endpoint),
+            region: over.region.or(self.region),
+            bucket: over.bucket.or(self.bucket),
+            prefix: over.prefix.or(self.prefix),
+            access_key_id: over.access_key_id.or(self.access_key_id),
+            secret_access_key: over.secret_access_key.or(self.secret_access_key),
+            allow_http: over.allow_http.or(self.allow_http),
+        }
+    }
+}
+
+/// The object store's backend, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded store in `<data_dir>/store`.
+    #[default]
+    Local,
+    /// An S3-compatible service.
+    S3(zvm_store::S3Config),
+}
+
+/// The region requests are signed for when none is given: AWS's default, which SeaweedFS
+/// and MinIO accept.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+/// Checks the `[store]` section; `env` supplies the AWS credential variables.
+fn resolve_store(
+    file: StoreFile,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<StoreBackend, ConfigError> {
+    let value = |key, message: String| ConfigError::Value { key, message };
+    match file.backend.as_deref().unwrap_or("local") {
+        "local" => {
+            let s3_keys = [
+                ("store.endpoint", file.endpoint.is_some()),
+                ("store.region", file.region.is_some()),
+                ("store.bucket", file.bucket.is_some()),
+                ("store.prefix", file.prefix.is_some()),
+                ("store.access_key_id", file.access_key_id.is_some()),
+                ("store.secret_access_key", file.secret_access_key.is_some()),
+                ("store.allow_http", file.allow_http.is_some()),
+            ];
+            match s3_keys.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(value(
+                    key,
+                    "is an S3 setting, and `store.backend` is `local` (set it to `s3`)".into(),
+                )),
+                None => Ok(StoreBackend::Local),
+            }
+        }
+        "s3" => {
+            let bucket = file
+                .bucket
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| value("store.bucket", "missing: the S3 bucket to use".into()))?;
+            let prefix = file.prefix.unwrap_or_default();
+            if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+                return Err(value(
+                    "store.prefix",
+                    format!("`{prefix}` must not start or end with `/`, nor hold `//`"),
+                ));
+            }
+            let allow_http = file.allow_http.unwrap_or(false);
+            if let Some(endpoint) = &file.endpoint {
+                if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                    return Err(value(
+                        "store.endpoint",
+                        format!("`{endpoint}` is not an http:// or https:// URL"),
+                    ));
+                }
+                if endpoint.starts_with("http://") && !allow_http {
+                    return Err(value(
+                        "store.endpoint",
+                        format!(
+                            "`{endpoint}` is plain HTTP: set `store.allow_http = true` to allow it"
+                        ),
+                    ));
+                }
+            }
+            let access_key_id = file.access_key_id.or_else(|| env("AWS_ACCESS_KEY_ID"));
+            let secret_access_key = file
+                .secret_access_key
+                .or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+            if access_key_id.is_some() != secret_access_key.is_some() {
+                return Err(value(
+                    "store.secret_access_key",
+                    "`access_key_id` and `secret_access_key` (or $AWS_ACCESS_KEY_ID and \
+                     $AWS_SECRET_ACCESS_KEY) go together: one is missing"
+                        .into(),
+                ));
+            }
+            Ok(StoreBackend::S3(zvm_store::S3Config {
+                endpoint: file.endpoint,
+                region: file.region.unwrap_or_else(|| DEFAULT_S3_REGION.into()),
+                bucket,
+                prefix,
+                access_key_id,
+                secret_access_key,
+                allow_http,
+            }))
+        }
+        other => Err(value(
+            "store.backend",
+            format!("`{other}` is not a backend: `local` or `s3`"),
+        )),
     }
 }
 
@@ -251,6 +401,64 @@ mod tests {
         assert_eq!(c.queue, 7);
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert_eq!(c.max_fuel, DEFAULT_RUN_FUEL);
+    }
+
+    #[test]
+    fn the_store_section_resolves_with_credentials_from_the_environment() {
+        let file = ConfigFile::from_toml(
+            "version = 1\n[store]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:8333\"\n\
+             bucket = \"zvm\"\nprefix = \"node-1\"\nallow_http = true\n",
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        let flags = ConfigFile {
+            store: Some(StoreFile {
+                prefix: Some("node-2".into()),
+                ..StoreFile::default()
+            }),
+            ..ConfigFile::default()
+        };
+        let merged = file.merge(flags).store.unwrap();
+        let env = |name: &str| Some(format!("env-{name}"));
+        let StoreBackend::S3(s3) = resolve_store(merged, env).unwrap() else {
+            panic!("not s3");
+        };
+        assert_eq!(s3.prefix, "node-2");
+        assert_eq!(s3.bucket, "zvm");
+        assert_eq!(s3.region, DEFAULT_S3_REGION);
+        assert_eq!(s3.access_key_id.as_deref(), Some("env-AWS_ACCESS_KEY_ID"));
+        assert_eq!(
+            s3.secret_access_key.as_deref(),
+            Some("env-AWS_SECRET_ACCESS_KEY")
+        );
+        assert_eq!(
+            ConfigFile::default().resolve().unwrap().store,
+            StoreBackend::Local
+        );
+    }
+
+    #[test]
+    fn bad_store_sections_name_the_key() {
+        let bad = |toml: &str| {
+            let text = format!("version = 1\n[store]\n{toml}");
+            match ConfigFile::from_toml(&text, Path::new("s.toml")) {
+                Err(e) => e.to_string(),
+                Ok(f) => resolve_store(f.store.unwrap(), |_| None)
+                    .unwrap_err()
+                    .to_string(),
+            }
+        };
+        assert!(bad("backend = \"ftp\"\n").contains("`store.backend`"));
+        assert!(bad("backend = \"s3\"\n").contains("`store.bucket`"));
+        assert!(bad("bucket = \"b\"\n").contains("`store.bucket`: is an S3 setting"));
+        let e = bad("backend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://h:1\"\n");
+        assert!(e.contains("allow_http"), "{e}");
+        let e = bad("backend = \"s3\"\nbucket = \"b\"\nprefix = \"/p\"\n");
+        assert!(e.contains("`store.prefix`"), "{e}");
+        let e = bad("backend = \"s3\"\nbucket = \"b\"\naccess_key_id = \"k\"\n");
+        assert!(e.contains("go together"), "{e}");
+        let e = bad("backend = \"s3\"\nbuckets = \"b\"\n");
+        assert!(e.contains("buckets") && e.contains("line 4"), "{e}");
     }
 
     #[test]

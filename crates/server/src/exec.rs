@@ -41,7 +41,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zvm_channel::{Endpoint, SharedBuffer};
 use zvm_manifest::{AccessMode, Channel, ChannelName, ChannelSource, Manifest, Quota};
-use zvm_store::{ObjectStore, PutMeta};
+use zvm_store::{PutMeta, Store};
 use zvm_vm::{Program, Report, RunIo, Runtime};
 
 use crate::Shared;
@@ -177,7 +177,7 @@ impl ProgramCache {
     fn load(
         &self,
         runtime: &Runtime,
-        store: &ObjectStore,
+        store: &Store,
         object: &ObjectRef,
     ) -> Result<Arc<Program>, ApiError> {
         let info = store.head(&object.bucket, &object.key)?;

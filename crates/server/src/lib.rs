@@ -4,9 +4,10 @@
 //! # A guided tour
 //!
 //! * [`config`]: the TOML file and flags, resolved into a checked [`ServerConfig`].
-//! * [`Server::bind`] opens the object store (`<data_dir>/store`, [`zvm_store`]), builds one
-//!   long-lived [`zvm_vm::Runtime`] with a pooling allocator sized to `max_vms` and a compile
-//!   cache (`<data_dir>/cache`), and binds the listener.
+//! * [`Server::bind`] opens the object store ([`zvm_store::Store`]: `<data_dir>/store`, or an
+//!   S3 bucket as `[store]` says), builds one long-lived [`zvm_vm::Runtime`] with a pooling
+//!   allocator sized to `max_vms` and a compile cache (`<data_dir>/cache`), and binds the
+//!   listener.
 //! * [`http`] is the router and the middleware every request passes: a request id
 //!   (`x-request-id`, taken from the client or made up, and echoed), a tracing span that
 //!   carries it, and the request counters of [`metrics`].
@@ -35,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use zvm_store::ObjectStore;
+use zvm_store::{Store, StoreConfig};
 use zvm_vm::{Allocator, PoolConfig, Runtime, RuntimeConfig};
 
 pub use crate::config::{ConfigError, ConfigFile, ServerConfig};
@@ -45,7 +46,7 @@ pub use crate::error::ApiError;
 #[derive(Debug)]
 pub struct Shared {
     pub config: ServerConfig,
-    pub store: ObjectStore,
+    pub store: Store,
     pub runtime: Runtime,
     pub programs: exec::ProgramCache,
     pub admission: exec::Admission,
@@ -71,8 +72,16 @@ impl Server {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data directory `{}`", data.display()))?;
-        let store = ObjectStore::open(data.join("store"))
-            .with_context(|| format!("opening the object store in `{}`", data.display()))?;
+        let store = match &config.store {
+            config::StoreBackend::Local => Store::open(&StoreConfig::Local {
+                dir: data.join("store"),
+            })
+            .with_context(|| format!("opening the object store in `{}`", data.display()))?,
+            config::StoreBackend::S3(s3) => Store::open(&StoreConfig::S3(s3.clone()))
+                .with_context(|| {
+                    format!("opening the S3 object store `s3://{}/{}`", s3.bucket, s3.prefix)
+                })?,
+        };
         let runs_dir = data.join("runs");
         std::fs::create_dir_all(&runs_dir)
             .with_context(|| format!("creating `{}`", runs_dir.display()))?;

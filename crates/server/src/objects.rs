@@ -140,8 +140,9 @@ pub async fn delete_bucket(
 }
 
 /// `GET /v1/buckets`: every bucket.
-pub async fn list_buckets(State(s): State<Arc<Shared>>) -> Response {
-    Json(serde_json::json!({ "buckets": s.store.list_buckets() })).into_response()
+pub async fn list_buckets(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let buckets = blocking(move || Ok(s.store.list_buckets()?)).await?;
+    Ok(Json(serde_json::json!({ "buckets": buckets })).into_response())
 }
 
 /// `PUT /v1/objects/{bucket}/{*key}`: stores the body; 200 with the object's metadata.

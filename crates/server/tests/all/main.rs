@@ -4,5 +4,6 @@
 mod objects;
 mod ops;
 mod runs;
+mod s3;
 mod support;
 mod ui;
