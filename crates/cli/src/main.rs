@@ -97,6 +97,14 @@ struct ServeArgs {
     /// [default: 256 MiB].
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<String>,
+    /// The object store's backend (boxed: a rarely used group of flags).
+    #[command(flatten)]
+    store: Box<StoreArgs>,
+}
+
+/// The `--store-*` flags of `zvm serve`.
+#[derive(Debug, Args)]
+struct StoreArgs {
     /// Where objects live: `local`, the embedded store in the data directory, or `s3`, an
     /// S3-compatible service (`[store]` in the configuration file; credentials from there or
     /// from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY) [default: local].
@@ -135,6 +143,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => ConfigFile::from_file(path)?,
         None => ConfigFile::default(),
     };
+    let store = *args.store;
     let flags = ConfigFile {
         version: None,
         listen: args.listen,
@@ -148,12 +157,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_memory: args.max_memory,
         // Credentials only from the file or the environment: flags show in `ps`.
         store: Some(zvm_server::config::StoreFile {
-            backend: args.store_backend,
-            endpoint: args.store_endpoint,
-            region: args.store_region,
-            bucket: args.store_bucket,
-            prefix: args.store_prefix,
-            allow_http: args.store_allow_http.then_some(true),
+            backend: store.store_backend,
+            endpoint: store.store_endpoint,
+            region: store.store_region,
+            bucket: store.store_bucket,
+            prefix: store.store_prefix,
+            allow_http: store.store_allow_http.then_some(true),
             ..zvm_server::config::StoreFile::default()
         }),
     };

@@ -79,7 +79,10 @@ impl Server {
             .with_context(|| format!("opening the object store in `{}`", data.display()))?,
             config::StoreBackend::S3(s3) => Store::open(&StoreConfig::S3(s3.clone()))
                 .with_context(|| {
-                    format!("opening the S3 object store `s3://{}/{}`", s3.bucket, s3.prefix)
+                    format!(
+                        "opening the S3 object store `s3://{}/{}`",
+                        s3.bucket, s3.prefix
+                    )
                 })?,
         };
         let runs_dir = data.join("runs");
