@@ -22,9 +22,9 @@
 //! a service, S3 bucket names are global (on AWS) so a zvm name could be taken by a stranger,
 //! and a batch spanning zvm buckets then stays within one S3 bucket (the copies that apply it
 //! are cheap server-side copies). The marker object makes an empty zvm bucket exist. The key
-//! is encoded as one path segment ([`keys`]): the `object_store` crate refuses some keys zvm
-//! allows (`a//b`, `..`, control characters), and the encoding keeps the byte order and the
-//! prefixes of keys, so an S3 listing from a `start-after` is exactly a zvm listing.
+//! is encoded as one path segment (the `keys` module): the `object_store` crate refuses some
+//! keys zvm allows (`a//b`, `..`, control characters), and the encoding keeps the byte order
+//! and the prefixes of keys, so an S3 listing from a `start-after` is exactly a zvm listing.
 //!
 //! ## Metadata and etags
 //!
