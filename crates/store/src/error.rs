@@ -81,12 +81,14 @@ pub enum Error {
     },
     /// A request to the S3-compatible backend failed: the network, the service, or an
     /// answer that is not what the backend wrote (HTTP 502, the gateway's upstream failed).
-    #[error("s3 backend: {op} `{what}`: {source}")]
+    #[error("s3 backend: {op} `{what}`: {cause}")]
     Backend {
         op: &'static str,
         /// The S3 object or bucket (`s3://bucket/key`), or the endpoint.
         what: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// Not a `source`: the S3 client's errors already carry their whole chain in their
+        /// message, and printing the chain again would repeat it.
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A file system operation failed.
     #[error("{op} `{path}`: {source}")]

@@ -200,7 +200,7 @@ impl Bridge {
             .map_err(|e| Error::Backend {
                 op: "start the runtime of",
                 what: "the S3 client".into(),
-                source: Box::new(e),
+                cause: Box::new(e),
             })?;
         let handle = runtime.handle().clone();
         Ok(Bridge {
@@ -289,7 +289,7 @@ impl S3Store {
         let invalid = |reason: String| Error::Backend {
             op: "configure",
             what: format!("s3://{}/{}", config.bucket, config.prefix),
-            source: reason.into(),
+            cause: reason.into(),
         };
         if config.bucket.is_empty() {
             return Err(invalid("no S3 bucket given".into()));
@@ -324,7 +324,7 @@ impl S3Store {
         let s3 = builder.build().map_err(|e| Error::Backend {
             op: "configure",
             what: format!("s3://{}", config.bucket),
-            source: Box::new(e),
+            cause: Box::new(e),
         })?;
         let store = S3Store {
             s3: Arc::new(s3),
@@ -390,7 +390,7 @@ impl S3Store {
         Error::Backend {
             op,
             what: self.url(path),
-            source: Box::new(e),
+            cause: Box::new(e),
         }
     }
 
@@ -769,7 +769,7 @@ impl S3Store {
                     return Err(Error::Backend {
                         op: "get",
                         what: self.url(&path),
-                        source: format!(
+                        cause: format!(
                             "asked for bytes {offsets:?} (range `{r}`), S3 sent {:?}",
                             got.range
                         )
