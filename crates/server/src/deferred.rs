@@ -251,19 +251,26 @@ impl Deferred {
         let task_id = id.clone();
         let task = tokio::spawn(async move {
             let s = shared;
-            let result = async {
+            let permits = async {
                 let permit = s.admission.admit_deferred(vms).await?;
-                let tenant_permit = caller.vm_permit()?;
-                s.deferred.started(&task_id);
-                let shared = s.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _permits = (permit, tenant_permit);
-                    work(&shared)
-                })
-                .await
-                .map_err(|e| ApiError::Internal(format!("the {kind}'s task failed: {e}")))?
+                Ok((permit, caller.vm_permit()?))
             }
             .await;
+            let result = match permits {
+                Err(e) => Err(e),
+                // Cancelled while it waited: it never runs, and `delete` has counted it.
+                Ok(_) if !s.deferred.started(&task_id) => return,
+                Ok(permits) => {
+                    let shared = s.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _permits = permits;
+                        work(&shared)
+                    })
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("the {kind}'s task failed: {e}")))
+                    .and_then(|r| r)
+                }
+            };
             s.deferred.finish(&task_id, result);
         });
         let mut inner = self.lock();
@@ -275,19 +282,28 @@ impl Deferred {
         Ok(id)
     }
 
-    fn started(&self, id: &str) {
-        if let Some(e) = self.lock().entries.get_mut(id) {
-            e.phase = Phase::Running;
-            e.started_ms = Some(now_ms());
+    /// Marks a queued execution as running; false if it was cancelled meanwhile (the lock
+    /// orders this against `delete`, so a cancelled one never runs).
+    fn started(&self, id: &str) -> bool {
+        match self.lock().entries.get_mut(id) {
+            Some(e) if matches!(e.phase, Phase::Queued) => {
+                e.phase = Phase::Running;
+                e.started_ms = Some(now_ms());
+                true
+            }
+            _ => false,
         }
     }
 
     fn finish(&self, id: &str, result: Result<Completed, ApiError>) {
         let mut inner = self.lock();
-        inner.pending -= 1;
         let Some(e) = inner.entries.get_mut(id) else {
             return;
         };
+        if matches!(e.phase, Phase::Cancelled) {
+            // `delete` finished it already.
+            return;
+        }
         e.phase = match result {
             Ok(c) => {
                 e.bytes = c.body.len() as u64 + c.report.to_string().len() as u64;
@@ -298,6 +314,7 @@ impl Deferred {
         e.finished_ms = Some(now_ms());
         e.task = None;
         let bytes = e.bytes;
+        inner.pending -= 1;
         inner.finished_bytes += bytes;
         inner.finished.push_back(id.to_owned());
         Self::bound(&mut inner);
