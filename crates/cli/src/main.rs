@@ -29,6 +29,10 @@ struct Cli {
     /// Log verbosity (error, warn, info, debug, trace); also read from `ZVM_LOG`.
     #[arg(long, global = true, value_name = "LEVEL")]
     log: Option<String>,
+    /// Log lines as `text` or as `json` (one object per line, with the request id of
+    /// `zvm serve`'s request spans); also read from `ZVM_LOG_FORMAT`.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -165,6 +169,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             allow_http: store.store_allow_http.then_some(true),
             ..zvm_server::config::StoreFile::default()
         }),
+        // Tenants come from the file.
+        ..ConfigFile::default()
     };
     let config = file.merge(flags).resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -197,10 +203,15 @@ fn main() {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr);
-    if serving {
-        logs.init();
-    } else {
-        logs.without_time().init();
+    let json = cli
+        .log_format
+        .clone()
+        .or_else(|| std::env::var("ZVM_LOG_FORMAT").ok())
+        .is_some_and(|f| f == "json");
+    match (json, serving) {
+        (true, _) => logs.json().with_current_span(true).init(),
+        (false, true) => logs.init(),
+        (false, false) => logs.without_time().init(),
     }
     let code = match cli.command {
         Command::Run(args) => run::main(args),

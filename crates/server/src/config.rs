@@ -86,6 +86,9 @@ pub struct ConfigFile {
     pub max_fuel: Option<u64>,
     /// Most linear memory a request may ask for (`?memory=`), as a size; also the default.
     pub max_memory: Option<String>,
+    /// `[[tenant]]` entries: API tokens and quotas ([`crate::tenants`]). None: an open server.
+    #[serde(default)]
+    pub tenant: Vec<crate::tenants::TenantFile>,
     /// `[store]`: where objects live; the embedded store in `data_dir` when absent.
     pub store: Option<StoreFile>,
 }
@@ -102,6 +105,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub max_fuel: u64,
     pub max_memory: u64,
+    /// The tenants; empty for an open server.
+    pub tenants: Vec<crate::tenants::TenantConfig>,
     /// The object store's backend.
     pub store: StoreBackend,
 }
@@ -170,6 +175,13 @@ impl ConfigFile {
             request_timeout: over.request_timeout.or(self.request_timeout),
             max_fuel: over.max_fuel.or(self.max_fuel),
             max_memory: over.max_memory.or(self.max_memory),
+            // Tenants come from the file only (no flags), so `over` has them only when it is
+            // itself a file.
+            tenant: if over.tenant.is_empty() {
+                self.tenant
+            } else {
+                over.tenant
+            },
             store: match (self.store, over.store) {
                 (Some(file), Some(flags)) => Some(file.merge(flags)),
                 (file, flags) => flags.or(file),
@@ -233,6 +245,7 @@ impl ConfigFile {
             request_timeout,
             max_fuel,
             max_memory,
+            tenants: crate::tenants::resolve(&self.tenant)?,
             store: resolve_store(self.store.unwrap_or_default(), |name| {
                 std::env::var(name).ok()
             })?,

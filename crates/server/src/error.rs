@@ -38,6 +38,28 @@ pub enum ApiError {
     /// The VM could not be set up.
     #[error(transparent)]
     Vm(zvm_vm::Error),
+    /// The request took longer than the server allows for any request.
+    #[error("the request took longer than {}s, the server's limit", limit.as_secs())]
+    Timeout { limit: Duration },
+    /// No token, or one the server does not know.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The tenant may not do this: another tenant's bucket, a reserved name, over a quota.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The tenant already runs as many VMs as its quota allows.
+    #[error("tenant `{tenant}` already runs its {max_vms} VMs at once; try again later")]
+    TenantBusy { tenant: String, max_vms: usize },
+    /// A job id, endpoint or handler the server does not know; the message names it.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request does not fit the state of what it names (a result asked before it is
+    /// there, a running job asked to stop).
+    #[error("{0}")]
+    Conflict(String),
+    /// A deployed endpoint answered with something that is not a valid CGI response.
+    #[error("{0}")]
+    BadGateway(String),
     /// No route for this method and path.
     #[error("no route for {method} `{path}`")]
     NoRoute { method: String, path: String },
@@ -84,7 +106,13 @@ impl ApiError {
                 zvm_vm::Error::MemoryOverPool { .. } => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NoRoute { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,6 +149,18 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(RETRY_AFTER.as_secs()),
+                );
+            }
+            ApiError::TenantBusy { .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER.as_secs()),
+                );
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"zvm\""),
                 );
             }
             ApiError::Store(zvm_store::Error::InvalidRange { size, .. }) => {

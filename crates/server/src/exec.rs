@@ -33,9 +33,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -47,6 +46,7 @@ use zvm_vm::{Program, Report, RunIo, Runtime};
 use crate::Shared;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::tenants::Caller;
 use crate::objects::{check_length, read_body};
 
 /// Compiled programs kept in memory: enough for the handful of programs a server serves most,
@@ -112,6 +112,57 @@ impl Admission {
         }
     }
 
+    /// Permits for `n` VMs at once (a job's members run together), as [`admit`] gives one;
+    /// `n` beyond `max_vms` could never be granted and is refused.
+    ///
+    /// [`admit`]: Admission::admit
+    pub async fn admit_many(
+        &self,
+        n: usize,
+        wait: Duration,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = self.check_many(n)?;
+        match self.permits.clone().try_acquire_many_owned(n) {
+            Ok(p) => return Ok(p),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(ApiError::ShuttingDown),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::Busy);
+        }
+        let _waiting = Waiting(&self.waiting);
+        match tokio::time::timeout(wait, self.permits.clone().acquire_many_owned(n)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(ApiError::ShuttingDown),
+            Err(_) => Err(ApiError::Busy),
+        }
+    }
+
+    /// Permits for `n` VMs for a deferred execution: it waits as long as it takes, outside
+    /// the queue (deferred work is bounded by [`crate::deferred::MAX_PENDING`] instead).
+    pub async fn admit_deferred(&self, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = self.check_many(n)?;
+        self.permits
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| ApiError::ShuttingDown)
+    }
+
+    fn check_many(&self, n: usize) -> Result<u32, ApiError> {
+        if n == 0 || n > self.max_vms {
+            return Err(ApiError::bad(
+                "job",
+                format!(
+                    "{n} VMs must run at once, and the server runs at most {} (`max_vms`)",
+                    self.max_vms
+                ),
+            ));
+        }
+        Ok(n as u32)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.max_vms - self.permits.available_permits().min(self.max_vms)
     }
@@ -157,11 +208,11 @@ impl ProgramCache {
         self.len() == 0
     }
 
-    fn get(&self, etag: &str) -> Option<Arc<Program>> {
+    pub(crate) fn get(&self, etag: &str) -> Option<Arc<Program>> {
         self.lock().get(etag).cloned()
     }
 
-    fn insert(&self, etag: String, program: Arc<Program>) {
+    pub(crate) fn insert(&self, etag: String, program: Arc<Program>) {
         let mut programs = self.lock();
         if programs.len() >= PROGRAM_CACHE_ENTRIES {
             // Any entry: a program evicted too early is only compiled (or read from the
@@ -174,7 +225,7 @@ impl ProgramCache {
     }
 
     /// The program stored as `bucket/key`, compiled once per version of the object.
-    fn load(
+    pub(crate) fn load(
         &self,
         runtime: &Runtime,
         store: &Store,
@@ -205,7 +256,7 @@ impl ProgramCache {
     }
 
     /// A program sent as the request body, cached under its hash.
-    fn load_bytes(&self, runtime: &Runtime, bytes: &[u8]) -> Result<Arc<Program>, ApiError> {
+    pub(crate) fn load_bytes(&self, runtime: &Runtime, bytes: &[u8]) -> Result<Arc<Program>, ApiError> {
         let etag = blake3::hash(bytes).to_hex().to_string();
         if let Some(p) = self.get(&etag) {
             return Ok(p);
@@ -230,7 +281,7 @@ impl std::fmt::Display for ObjectRef {
 }
 
 impl ObjectRef {
-    fn parse(field: &str, value: &str) -> Result<ObjectRef, ApiError> {
+    pub(crate) fn parse(field: &str, value: &str) -> Result<ObjectRef, ApiError> {
         let (bucket, key) = value
             .split_once('/')
             .ok_or_else(|| ApiError::bad(field, format!("`{value}` is not `bucket/key`")))?;
@@ -244,7 +295,7 @@ impl ObjectRef {
 
     /// `[channel:]bucket/key`; the channel defaults to `default`. Bucket names have no `:`,
     /// so a `:` before the first `/` names the channel.
-    fn parse_bound(field: &str, value: &str, default: &str) -> Result<(String, Self), ApiError> {
+    pub(crate) fn parse_bound(field: &str, value: &str, default: &str) -> Result<(String, Self), ApiError> {
         let slash = value.find('/').unwrap_or(value.len());
         let (channel, object) = match value[..slash].split_once(':') {
             Some((channel, _)) => (channel, &value[channel.len() + 1..]),
@@ -273,6 +324,10 @@ impl ObjectRef {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RunRequest {
     pub program: Option<ObjectRef>,
+    /// `zapp=bucket/key`: a zapp stored as an object ([`crate::zapps`]).
+    pub zapp: Option<ObjectRef>,
+    /// `defer=true`: answer 202 at once and run later ([`crate::deferred`]).
+    pub defer: bool,
     pub inputs: Vec<(String, ObjectRef)>,
     pub outputs: Vec<(String, ObjectRef)>,
     pub args: Vec<String>,
@@ -290,6 +345,8 @@ impl RunRequest {
             let field = name.as_ref();
             match field {
                 "program" => r.program = Some(ObjectRef::parse(field, &value)?),
+                "zapp" => r.zapp = Some(ObjectRef::parse(field, &value)?),
+                "defer" => r.defer = crate::deferred::parse_defer(&value)?,
                 "input" | "output" => {
                     let (channel, object) = ObjectRef::parse_bound(field, &value, field)?;
                     if !channels.insert(channel.clone()) {
@@ -364,10 +421,10 @@ impl RunRequest {
 }
 
 /// What a run hands back to the handler.
-struct RunOutcome {
-    report: Report,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+pub(crate) struct RunOutcome {
+    pub report: Report,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
 /// A writer that keeps the first `keep` bytes and drops the rest.
@@ -396,13 +453,19 @@ impl Write for Head {
 /// `POST /v1/run`.
 pub async fn run(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request = RunRequest::parse(query.as_deref().unwrap_or(""), &s.config)?;
+    let mut request = RunRequest::parse(query.as_deref().unwrap_or(""), &s.config)?;
+    authorize(&s, &caller, &mut request)?;
     check_length(&headers, s.config.max_body)?;
     let body = read_body(body, s.config.max_body).await?;
+    let defer = request.defer || crate::deferred::prefers_async(&headers);
+    if request.zapp.is_some() || crate::zapps::is_zapp_body(&headers) {
+        return crate::zapps::run(s, caller, request, body, defer).await;
+    }
     // Missing objects and buckets are found before a VM is taken.
     for (_, object) in &request.inputs {
         s.store.head(&object.bucket, &object.key)?;
@@ -413,76 +476,153 @@ pub async fn run(
     for (_, object) in &request.outputs {
         s.store.list(&object.bucket, "", None, 0)?;
     }
-    let permit = match s.admission.admit(s.config.request_timeout).await {
-        Ok(p) => p,
-        Err(e) => {
-            s.metrics.rejected();
-            return Err(e);
-        }
-    };
-    let report_json = request.report_json;
-    let shared = s.clone();
-    let started = Instant::now();
     let label = request
         .program
         .as_ref()
         .map_or_else(|| "request-body.wasm".to_string(), ObjectRef::to_string);
-    let started_ms = crate::activity::now_ms();
-    let vm = s.activity.vm_started("run", label.clone(), "");
-    let vm_id = vm.id().to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let _vm = vm;
-        run_blocking(&shared, request, body)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("the run's task failed: {e}")))?;
-    let took = started.elapsed();
-    let outcome = outcome?;
-    let kind = state_kind(&outcome.report);
-    s.metrics.run(&kind, took);
-    tracing::info!(
-        program = %outcome.report.program,
-        state = %kind,
-        fuel_used = outcome.report.fuel_used,
-        wall_us = outcome.report.wall_time_us,
-        "run finished"
-    );
-    let mut json = serde_json::to_value(&outcome.report)
-        .map_err(|e| ApiError::Internal(format!("serialising the report: {e}")))?;
-    json["stderr"] = String::from_utf8_lossy(&outcome.stderr).into();
-    s.activity.record_run(crate::activity::RunRecord {
-        id: vm_id,
-        tenant: String::new(),
-        kind: "run",
-        label,
-        job: None,
-        started_ms,
-        ended_ms: crate::activity::now_ms(),
-        // Cut down to a bounded size by `record_run`.
-        report: json.clone(),
-    });
-    let mut response = if report_json {
-        (StatusCode::OK, Json(json)).into_response()
-    } else {
-        let status = if outcome.report.state.is_ok() {
-            StatusCode::OK
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        let mut r = (status, outcome.stdout).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        r
+    let tenant = caller.name().to_owned();
+    let work_label = label.clone();
+    let work = move |s: &Shared| {
+        let report_json = request.report_json;
+        let tracked = Tracked::start(s, "run", work_label, tenant);
+        let outcome = run_blocking(s, request, body);
+        tracked.finish(s, outcome?, report_json)
     };
-    report_headers(response.headers_mut(), &outcome.report, &kind);
-    Ok(response)
+    crate::deferred::dispatch(&s, &caller, "run", label, 1, defer, Box::new(work)).await
+}
+
+/// One VM's run as the server watches it: in flight on the status page from [`start`] to
+/// [`finish`], which counts it in the metrics, logs it, records it in the activity and turns
+/// its outcome into the answer. Every kind of execution (runs, zapps, endpoints, handlers)
+/// goes through it, so they all look the same on the wire and on the page.
+///
+/// [`start`]: Tracked::start
+/// [`finish`]: Tracked::finish
+pub(crate) struct Tracked {
+    kind: &'static str,
+    label: String,
+    tenant: String,
+    vm: crate::activity::VmGuard,
+    started_ms: u64,
+    started: Instant,
+}
+
+impl Tracked {
+    pub(crate) fn start(s: &Shared, kind: &'static str, label: String, tenant: String) -> Tracked {
+        Tracked {
+            vm: s.activity.vm_started(kind, label.clone(), tenant.clone()),
+            kind,
+            label,
+            tenant,
+            started_ms: crate::activity::now_ms(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The answer to a run: stdout (200 if it ended `ok`, else 500) with the report in
+    /// headers, or the JSON report (200) with `report_json`.
+    pub(crate) fn finish(
+        self,
+        s: &Shared,
+        outcome: RunOutcome,
+        report_json: bool,
+    ) -> Result<Completed, ApiError> {
+        let vm_id = self.vm.id().to_owned();
+        drop(self.vm);
+        let kind = state_kind(&outcome.report);
+        s.metrics.run(&kind, self.started.elapsed());
+        tracing::info!(
+            kind = self.kind,
+            program = %outcome.report.program,
+            state = %kind,
+            fuel_used = outcome.report.fuel_used,
+            wall_us = outcome.report.wall_time_us,
+            "run finished"
+        );
+        let mut json = serde_json::to_value(&outcome.report)
+            .map_err(|e| ApiError::Internal(format!("serialising the report: {e}")))?;
+        json["stderr"] = String::from_utf8_lossy(&outcome.stderr).into();
+        s.activity.record_run(crate::activity::RunRecord {
+            id: vm_id,
+            tenant: self.tenant,
+            kind: self.kind,
+            label: self.label,
+            job: None,
+            started_ms: self.started_ms,
+            ended_ms: crate::activity::now_ms(),
+            // Cut down to a bounded size by `record_run`.
+            report: json.clone(),
+        });
+        let ok = outcome.report.state.is_ok();
+        let mut headers = HeaderMap::new();
+        report_headers(&mut headers, &outcome.report, &kind);
+        let (status, body) = if report_json {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            (StatusCode::OK, Bytes::from(json.to_string()))
+        } else {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            (status, Bytes::from(outcome.stdout))
+        };
+        Ok(Completed {
+            status,
+            headers,
+            body,
+            ok,
+            report: json,
+        })
+    }
+}
+
+/// An execution's answer, whichever kind it was: sent at once, or kept for
+/// `GET /v1/jobs/{id}/result` when it was deferred.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Whether it ended `ok` (every member, for a job).
+    pub ok: bool,
+    /// The JSON report, for `GET /v1/jobs/{id}`.
+    pub report: serde_json::Value,
+}
+
+impl IntoResponse for Completed {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, self.body).into_response();
+        r.headers_mut().extend(self.headers);
+        r
+    }
+}
+
+/// Checks that `caller` may use every bucket `request` names, and sets its fuel and memory
+/// to what the caller's quotas allow.
+pub fn authorize(s: &Shared, caller: &Caller, request: &mut RunRequest) -> Result<(), ApiError> {
+    let objects = request
+        .program
+        .iter()
+        .chain(request.inputs.iter().map(|(_, o)| o))
+        .chain(request.outputs.iter().map(|(_, o)| o));
+    for object in objects {
+        s.tenants.check_bucket(caller, &object.bucket)?;
+    }
+    request.fuel = Some(caller.fuel(request.fuel, s.config.max_fuel)?);
+    request.memory = Some(caller.memory(request.memory, s.config.max_memory)?);
+    Ok(())
 }
 
 /// The state's kind as the JSON report spells it (`ok`, `out_of_fuel`, ...).
-fn state_kind(report: &Report) -> String {
+pub(crate) fn state_kind(report: &Report) -> String {
     serde_json::to_value(&report.state)
         .ok()
         .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
@@ -490,7 +630,7 @@ fn state_kind(report: &Report) -> String {
 }
 
 /// The report in response headers.
-fn report_headers(h: &mut HeaderMap, report: &Report, kind: &str) {
+pub(crate) fn report_headers(h: &mut HeaderMap, report: &Report, kind: &str) {
     let mut set = |name: String, value: String| {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
@@ -547,13 +687,36 @@ fn run_blocking(s: &Shared, request: RunRequest, body: Bytes) -> Result<RunOutco
     manifest.limits.fuel = request.fuel.unwrap_or(s.config.max_fuel);
     manifest.limits.memory = request.memory.unwrap_or(s.config.max_memory);
     manifest.limits.timeout = s.config.request_timeout;
+    execute(
+        s,
+        &program,
+        manifest,
+        Box::new(std::io::Cursor::new(stdin)),
+        &request.inputs,
+        &request.outputs,
+    )
+}
+
+/// Runs `program` under `manifest` (whose limits the caller has set within the server's):
+/// `stdin` as stdin, stdout and stderr captured, each of `inputs` bound as a read channel and
+/// each of `outputs` as a write channel staged in a temporary file, all of them committed in
+/// one store batch if the run ends `ok`. A channel the manifest declares (a zapp's) keeps
+/// its mode and is bound to the object instead of its own source; any other is added.
+pub(crate) fn execute(
+    s: &Shared,
+    program: &Program,
+    mut manifest: Manifest,
+    stdin: Box<dyn Read + Send>,
+    inputs: &[(String, ObjectRef)],
+    outputs: &[(String, ObjectRef)],
+) -> Result<RunOutcome, ApiError> {
     let output_quota = Quota {
         write_bytes: s.config.max_output,
         ..Quota::default()
     };
     for ch in &mut manifest.channels {
         if ch.name.as_str() == "stdout" {
-            ch.quota = output_quota;
+            ch.quota.write_bytes = ch.quota.write_bytes.min(s.config.max_output);
         }
     }
     let stdout = SharedBuffer::new();
@@ -563,38 +726,38 @@ fn run_blocking(s: &Shared, request: RunRequest, body: Bytes) -> Result<RunOutco
     };
     let stderr_buf = stderr.buf.clone();
     let mut io = RunIo::default()
-        .bind(
-            "stdin",
-            Endpoint::Reader(Box::new(std::io::Cursor::new(stdin))),
-        )
+        .bind("stdin", Endpoint::Reader(stdin))
         .bind("stdout", stdout.endpoint())
         .bind("stderr", Endpoint::Writer(Box::new(stderr)));
-    let channel = |name: &str, mode, quota| -> Result<Channel, ApiError> {
-        Ok(Channel {
+    let mut channel = |name: &str, mode, quota: Quota| -> Result<(), ApiError> {
+        if let Some(c) = manifest.channels.iter_mut().find(|c| c.name.as_str() == name) {
+            c.source = ChannelSource::Null;
+            c.etag = None;
+            c.quota.write_bytes = c.quota.write_bytes.min(quota.write_bytes);
+            return Ok(());
+        }
+        manifest.channels.push(Channel {
             name: ChannelName::new(name).map_err(|m| ApiError::bad("channel", m))?,
             source: ChannelSource::Null,
             mode,
             quota,
             etag: None,
-        })
+        });
+        Ok(())
     };
-    for (name, object) in &request.inputs {
+    for (name, object) in inputs {
         let got = s.store.get(&object.bucket, &object.key, None)?;
-        manifest
-            .channels
-            .push(channel(name, AccessMode::SequentialRead, Quota::default())?);
+        channel(name, AccessMode::SequentialRead, Quota::default())?;
         io = io.bind(name, Endpoint::Reader(Box::new(got.body)));
     }
     let mut staged = Vec::new();
-    for (name, object) in &request.outputs {
+    for (name, object) in outputs {
         let file = tempfile::tempfile_in(&s.runs_dir)
             .map_err(|e| ApiError::Internal(format!("staging output `{name}`: {e}")))?;
         let writer = file
             .try_clone()
             .map_err(|e| ApiError::Internal(format!("staging output `{name}`: {e}")))?;
-        manifest
-            .channels
-            .push(channel(name, AccessMode::SequentialWrite, output_quota)?);
+        channel(name, AccessMode::SequentialWrite, output_quota)?;
         io = io.bind(name, Endpoint::Writer(Box::new(writer)));
         staged.push((object, file));
     }
@@ -603,6 +766,20 @@ fn run_blocking(s: &Shared, request: RunRequest, body: Bytes) -> Result<RunOutco
         .map_err(|m| ApiError::Internal(format!("the run's manifest: {m}")))?;
     let mut report = program.run(&manifest, io)?;
     if report.state.is_ok() && !staged.is_empty() {
+        // The outputs count against their buckets' owners' `max_stored` quotas; over it, the
+        // run's outputs do not land (and the answer is 403).
+        let mut sizes: Vec<(String, u64)> = Vec::new();
+        for (object, file) in &staged {
+            let size = file
+                .metadata()
+                .map_err(|e| ApiError::Internal(format!("staged `{object}`: {e}")))?
+                .len();
+            sizes.push((object.bucket.clone(), size));
+        }
+        for (bucket, _) in &sizes {
+            let total = sizes.iter().filter(|(b, _)| b == bucket).map(|(_, n)| n).sum();
+            s.tenants.check_room(bucket, total)?;
+        }
         let mut batch = s.store.batch();
         for (object, mut file) in staged {
             file.seek(SeekFrom::Start(0))
@@ -610,8 +787,11 @@ fn run_blocking(s: &Shared, request: RunRequest, body: Bytes) -> Result<RunOutco
             batch.put(&object.bucket, &object.key, file, PutMeta::default())?;
         }
         batch.commit()?;
+        for (bucket, size) in sizes {
+            s.tenants.account(&bucket, size as i64);
+        }
         for c in &mut report.channels {
-            if request.outputs.iter().any(|(name, _)| *name == c.name) {
+            if outputs.iter().any(|(name, _)| *name == c.name) {
                 c.committed = true;
             }
         }

@@ -10,12 +10,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::metrics::Gauges;
-use crate::{Shared, exec, objects, status};
+use crate::{Shared, deferred, endpoints, exec, handlers, jobs, objects, status};
 
 /// The header that carries a request's id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -23,6 +23,10 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Longest request id taken from a client; a longer one is replaced by the server's own so
 /// that logs stay readable.
 pub const MAX_REQUEST_ID: usize = 128;
+
+/// Time a request may take beyond twice `request_timeout` (a run's wait for a VM, then its
+/// run) before the server gives up on it: committing outputs and sending headers.
+pub const REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Every route.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -46,9 +50,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .delete(objects::delete_object),
         )
         .route("/v1/run", post(exec::run))
+        .route("/v1/jobs", post(jobs::post).get(deferred::list))
+        .route(
+            "/v1/jobs/{id}",
+            get(deferred::status).delete(deferred::delete),
+        )
+        .route("/v1/jobs/{id}/result", get(deferred::result))
+        .route("/v1/handlers", get(handlers::list))
+        .route(
+            "/v1/handlers/{type}/{subtype}",
+            get(handlers::get)
+                .put(handlers::put)
+                .delete(handlers::delete),
+        )
+        .route("/v1/view/{bucket}/{*key}", get(handlers::view))
+        .route("/v1/endpoints", get(endpoints::list))
+        .route(
+            "/v1/endpoints/{name}",
+            get(endpoints::show)
+                .put(endpoints::deploy)
+                .delete(endpoints::remove),
+        )
+        .route("/v1/apps/{name}", any(endpoints::app))
+        .route("/v1/apps/{name}/{*path}", any(endpoints::app))
         .fallback(no_route)
         // Body caps are enforced by the handlers, which know the limit and answer 413.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
 }
@@ -85,6 +113,33 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+/// Paths anybody may fetch, tenants or not: liveness, metrics (aggregates only) and the status
+/// page's own files (the page asks for a token before it shows anything).
+fn is_open_path(path: &str) -> bool {
+    matches!(path, "/" | "/healthz" | "/metrics" | "/favicon.ico") || path.starts_with("/ui/")
+}
+
+/// The middleware that finds the caller ([`crate::tenants`]): every request of an API route
+/// carries a [`Caller`](crate::tenants::Caller) extension, or is answered 401 here.
+async fn authenticate(
+    State(s): State<Arc<Shared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match s.tenants.authenticate(authorization) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+        }
+        Err(e) if !is_open_path(request.uri().path()) => return e.into_response(),
+        Err(_) => {}
+    }
+    next.run(request).await
+}
+
 /// The middleware: request id, span, log line, counters.
 async fn observe(State(s): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let id = request
@@ -104,12 +159,22 @@ async fn observe(State(s): State<Arc<Shared>>, request: Request, next: Next) -> 
     let method = request.method().to_string();
     let span = tracing::info_span!(
         "request",
-        id = %id.to_str().unwrap_or("?"),
+        request_id = %id.to_str().unwrap_or("?"),
         method = %method,
         path = %request.uri().path(),
     );
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // Every request ends: a run is bounded by its wait for a VM plus its own wall-clock
+    // limit (both `request_timeout`); anything slower (a client trickling a body in, say) is
+    // cut off here, and dropping the handler drops its body, so a half-received object is
+    // never stored.
+    let limit = s.config.request_timeout * 2 + REQUEST_GRACE;
+    let mut response = match tokio::time::timeout(limit, next.run(request).instrument(span.clone()))
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout { limit }.into_response(),
+    };
     let status = response.status().as_u16();
     s.metrics.request(&route, &method, status);
     span.in_scope(|| {

@@ -24,12 +24,19 @@
 
 pub mod activity;
 pub mod config;
+pub mod deferred;
+pub mod endpoints;
 pub mod error;
 pub mod exec;
+pub mod handlers;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod objects;
+pub mod registry;
 pub mod status;
+pub mod tenants;
+pub mod zapps;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +60,16 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Recent runs, jobs and VMs for the status page.
     pub activity: activity::Activity,
+    /// Deferred executions by id (`?defer=true`, `/v1/jobs/{id}`).
+    pub deferred: deferred::Deferred,
+    /// Zapps unpacked and resolved, by hash.
+    pub zapps: zapps::ZappCache,
+    /// Deployed endpoints ready to serve, by name.
+    pub endpoints: endpoints::Endpoints,
+    /// The VM runtime of jobs (made on the first job).
+    pub job_runtime: jobs::JobRuntime,
+    /// API tokens, bucket owners and quotas.
+    pub tenants: tenants::Tenants,
     /// Where runs stage their output objects (unnamed files, gone when closed).
     pub runs_dir: PathBuf,
     /// Numbers the request ids this server makes up.
@@ -102,6 +119,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on `{}`", config.listen))?;
+        let config_tenants = config.tenants.clone();
         let shared = Arc::new(Shared {
             admission: exec::Admission::new(config.max_vms, config.queue),
             config,
@@ -110,9 +128,20 @@ impl Server {
             programs: exec::ProgramCache::default(),
             metrics: metrics::Metrics::default(),
             activity: activity::Activity::default(),
+            deferred: deferred::Deferred::default(),
+            zapps: zapps::ZappCache::default(),
+            endpoints: endpoints::Endpoints::default(),
+            job_runtime: jobs::JobRuntime::default(),
             runs_dir,
             next_request: Default::default(),
+            tenants: tenants::Tenants::new(&config_tenants),
         });
+        // On the blocking pool, as every store call (the S3 backend blocks on its runtime).
+        let reading = shared.clone();
+        tokio::task::spawn_blocking(move || reading.tenants.read_owners(&reading))
+            .await
+            .context("reading the bucket owners")?
+            .map_err(|e| anyhow::anyhow!("reading the bucket owners: {e}"))?;
         Ok(Server { shared, listener })
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
@@ -21,6 +21,7 @@ use zvm_store::{ByteRange, ObjectInfo, PutMeta};
 
 use crate::Shared;
 use crate::error::ApiError;
+use crate::tenants::Caller;
 
 /// Prefix of the headers that carry user metadata, both ways.
 pub const META_PREFIX: &str = "x-zvm-meta-";
@@ -124,47 +125,140 @@ pub struct ObjectPath {
 /// `PUT /v1/buckets/{bucket}`: 201 with the bucket, 409 if it exists.
 pub async fn create_bucket(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(bucket): Path<String>,
 ) -> Result<Response, ApiError> {
-    let info = blocking(move || Ok(s.store.create_bucket(&bucket)?)).await?;
+    s.tenants.check_new_bucket(&bucket)?;
+    let info = blocking(move || {
+        let info = s.store.create_bucket(&bucket)?;
+        if let Err(e) = s.tenants.record_owner(&s, &caller, &bucket) {
+            // A bucket nobody owns is an admin's only: take it back rather than leave it.
+            let _ = s.store.delete_bucket(&bucket);
+            return Err(e);
+        }
+        Ok(info)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
 /// `DELETE /v1/buckets/{bucket}`: 204; 409 unless it is empty.
 pub async fn delete_bucket(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(bucket): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(move || Ok(s.store.delete_bucket(&bucket)?)).await?;
+    s.tenants.check_bucket(&caller, &bucket)?;
+    blocking(move || {
+        s.store.delete_bucket(&bucket)?;
+        s.tenants.forget_owner(&s, &bucket)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/buckets`: every bucket.
-pub async fn list_buckets(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let buckets = blocking(move || Ok(s.store.list_buckets()?)).await?;
+pub async fn list_buckets(
+    State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let listing = s.clone();
+    let buckets: Vec<_> = blocking(move || Ok(listing.store.list_buckets()?))
+        .await?
+        .into_iter()
+        .filter(|b| s.tenants.visible(&caller, &b.name))
+        .collect();
     Ok(Json(serde_json::json!({ "buckets": buckets })).into_response())
 }
 
 /// `PUT /v1/objects/{bucket}/{*key}`: stores the body; 200 with the object's metadata.
 pub async fn put_object(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(ObjectPath { bucket, key }): Path<ObjectPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    s.tenants.check_bucket(&caller, &bucket)?;
     let limit = s.config.max_body;
     check_length(&headers, limit)?;
     let meta = put_meta(&headers)?;
+    // With a `max_stored` quota, the object this put replaces frees its bytes, and the body
+    // may take at most what is left.
+    let quota = s.tenants.room(&bucket).map(|(_, room)| room);
+    let replaced = if s.tenants.enabled() {
+        replaced_size(&s, &bucket, &key).await?
+    } else {
+        0
+    };
+    if let Some(room) = quota {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        s.tenants
+            .check_room(&bucket, declared.saturating_sub(replaced))?;
+        if room + replaced < limit {
+            // A chunked body that would go over the quota stops there (and is refused below).
+            let reader = body_reader(body, room + replaced);
+            return put_checked(
+                s,
+                bucket,
+                key,
+                reader,
+                meta,
+                Some(room + replaced),
+                replaced,
+            )
+            .await;
+        }
+    }
     let reader = body_reader(body, limit);
-    let result = blocking(move || Ok(s.store.put(&bucket, &key, reader, meta)?)).await;
+    put_checked(s, bucket, key, reader, meta, None, replaced).await
+}
+
+/// The size of the object a put replaces (0 if none).
+async fn replaced_size(s: &Arc<Shared>, bucket: &str, key: &str) -> Result<u64, ApiError> {
+    let (s, bucket, key) = (s.clone(), bucket.to_owned(), key.to_owned());
+    blocking(move || match s.store.head(&bucket, &key) {
+        Ok(info) => Ok(info.size),
+        Err(zvm_store::Error::NoSuchKey { .. }) => Ok(0),
+        Err(e) => Err(e.into()),
+    })
+    .await
+}
+
+/// Stores a put's body; `quota` is set when the body's cap is the tenant's room, not the
+/// body limit, so that going past it is 403 rather than 413.
+async fn put_checked(
+    s: Arc<Shared>,
+    bucket: String,
+    key: String,
+    reader: impl Read + Send + 'static,
+    meta: PutMeta,
+    quota: Option<u64>,
+    replaced: u64,
+) -> Result<Response, ApiError> {
+    let limit = s.config.max_body;
+    let shared = s.clone();
+    let account = bucket.clone();
+    let result = blocking(move || Ok(shared.store.put(&bucket, &key, reader, meta)?)).await;
     let info = match result {
         Err(ApiError::Store(zvm_store::Error::Body { source, .. }))
             if source.get_ref().is_some_and(|e| e.is::<BodyTooLarge>()) =>
         {
-            return Err(ApiError::BodyTooLarge { limit });
+            return Err(match quota {
+                Some(room) => ApiError::Forbidden(format!(
+                    "the body goes over the tenant's `max_stored` quota ({room} bytes left)"
+                )),
+                None => ApiError::BodyTooLarge { limit },
+            });
         }
         other => other?,
     };
+    s.tenants
+        .account(&account, info.size as i64 - replaced as i64);
     let mut response = Json(&info).into_response();
     set_etag(response.headers_mut(), &info.etag);
     Ok(response)
@@ -224,9 +318,11 @@ fn object_headers(headers: &mut HeaderMap, info: &ObjectInfo) {
 /// HTTP allows.
 pub async fn get_object(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(ObjectPath { bucket, key }): Path<ObjectPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    s.tenants.check_bucket(&caller, &bucket)?;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -304,9 +400,11 @@ fn stream(
 /// `HEAD /v1/objects/{bucket}/{*key}`: the headers of `GET`, without the body.
 pub async fn head_object(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(ObjectPath { bucket, key }): Path<ObjectPath>,
 ) -> Result<Response, ApiError> {
-    let info = s.store.head(&bucket, &key)?;
+    s.tenants.check_bucket(&caller, &bucket)?;
+    let info = blocking(move || Ok(s.store.head(&bucket, &key)?)).await?;
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
     object_headers(h, &info);
@@ -318,9 +416,19 @@ pub async fn head_object(
 /// a missing bucket.
 pub async fn delete_object(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(ObjectPath { bucket, key }): Path<ObjectPath>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(move || Ok(s.store.delete(&bucket, &key)?)).await?;
+    s.tenants.check_bucket(&caller, &bucket)?;
+    let freed = if s.tenants.enabled() {
+        replaced_size(&s, &bucket, &key).await?
+    } else {
+        0
+    };
+    let account = bucket.clone();
+    let shared = s.clone();
+    blocking(move || Ok(shared.store.delete(&bucket, &key)?)).await?;
+    s.tenants.account(&account, -(freed as i64));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -349,14 +457,20 @@ struct Listing {
 /// [`MAX_LIST_LIMIT`] per page.
 pub async fn list_objects(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(bucket): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    s.tenants.check_bucket(&caller, &bucket)?;
     let Query(q) = query.map_err(|e| ApiError::bad("query", e.body_text()))?;
     let limit = q.limit.unwrap_or(MAX_LIST_LIMIT).min(MAX_LIST_LIMIT);
-    let (objects, truncated) = s
-        .store
-        .list(&bucket, &q.prefix, q.start_after.as_deref(), limit)?;
+    let (prefix, start_after) = (q.prefix.clone(), q.start_after.clone());
+    let listed = bucket.clone();
+    let (objects, truncated) = blocking(move || {
+        Ok(s.store
+            .list(&listed, &prefix, start_after.as_deref(), limit)?)
+    })
+    .await?;
     let next_start_after = truncated
         .then(|| objects.last().map(|o| o.key.clone()))
         .flatten();

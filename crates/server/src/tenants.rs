@@ -324,10 +324,9 @@ impl Tenants {
             return Ok(());
         }
         let store = &s.store;
-        if let Err(e) = store.create_bucket(SYSTEM_BUCKET) {
-            if !matches!(e, zvm_store::Error::BucketAlreadyExists { .. }) {
-                return Err(e.into());
-            }
+        match store.create_bucket(SYSTEM_BUCKET) {
+            Ok(_) | Err(zvm_store::Error::BucketAlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
         let mut owners = BTreeMap::new();
         let mut after: Option<String> = None;

@@ -420,3 +420,287 @@ async fn the_status_page_shows_runs_vms_and_reports() {
     assert_eq!(header(&r, "x-zvm-state"), "timed_out");
     s.stop().await;
 }
+
+/// A guest for a job's pipes: opens the channels `reads` and `writes` (paths under the root
+/// preopen, such as `dev/in/gen`), writes `hello` lines `hellos` times to every channel it
+/// writes, then copies each channel it reads, in order, to its first written channel (or to
+/// stdout when it writes none).
+fn pipe_guest(reads: &[&str], writes: &[&str], hellos: u32) -> Vec<u8> {
+    const LINE: &str = "hello through a pipe\n";
+    let mut data = String::new();
+    let mut body = String::new();
+    for (i, path) in reads.iter().chain(writes).enumerate() {
+        let at = 1024 + 64 * i;
+        data.push_str(&format!("(data (i32.const {at}) \"{path}\")\n"));
+        // Rights: fd_read (2) for a read channel, fd_write (64) for a written one.
+        let rights = if i < reads.len() { 2 } else { 64 };
+        body.push_str(&format!(
+            "(local.set $fd{i} (call $open (i32.const {at}) (i32.const {}) (i64.const {rights})))\n",
+            path.len()
+        ));
+    }
+    let out = if writes.is_empty() {
+        "(i32.const 1)".to_owned()
+    } else {
+        format!("(local.get $fd{})", reads.len())
+    };
+    for w in 0..writes.len() {
+        body.push_str(&format!(
+            "(call $hello (local.get $fd{}) (i32.const {hellos}))\n",
+            reads.len() + w
+        ));
+    }
+    for r in 0..reads.len() {
+        body.push_str(&format!("(call $copy (local.get $fd{r}) {out})\n"));
+    }
+    let locals: String = (0..reads.len() + writes.len())
+        .map(|i| format!("(local $fd{i} i32) "))
+        .collect();
+    wasm(&format!(
+        r#"(module
+        (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        {data}
+        (data (i32.const 4096) "{line}")
+        (func $open (param $path i32) (param $len i32) (param $rights i64) (result i32)
+            ;; fd 3 is the root preopen.
+            (drop (call $path_open (i32.const 3) (i32.const 0) (local.get $path) (local.get $len)
+                (i32.const 0) (local.get $rights) (i64.const 0) (i32.const 0) (i32.const 200)))
+            (i32.load (i32.const 200)))
+        (func $hello (param $out i32) (param $n i32)
+            (block $done (loop $l
+                (br_if $done (i32.eqz (local.get $n)))
+                (i32.store (i32.const 0) (i32.const 4096))
+                (i32.store (i32.const 4) (i32.const {len}))
+                (drop (call $write (local.get $out) (i32.const 0) (i32.const 1) (i32.const 12)))
+                (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                (br $l))))
+        (func $copy (param $in i32) (param $out i32)
+            (loop $l
+                (i32.store (i32.const 0) (i32.const 8192))
+                (i32.store (i32.const 4) (i32.const 4096))
+                (i32.store (i32.const 8) (i32.const 0))
+                (drop (call $read (local.get $in) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (if (i32.gt_u (i32.load (i32.const 8)) (i32.const 0))
+                    (then
+                        (i32.store (i32.const 4) (i32.load (i32.const 8)))
+                        (drop (call $write (local.get $out) (i32.const 0) (i32.const 1) (i32.const 12)))
+                        (br $l)))))
+        (func (export "_start") {locals}
+            {body}))"#,
+        line = LINE.replace('\n', "\\0a"),
+        len = LINE.len(),
+    ))
+}
+
+/// `gen` → `mid` → `sink` ← `side`: a chain and a fan-in, pipes of different sizes.
+const PIPE_JOB: &str = r#"version = 1
+name = "pipes"
+
+[[group]]
+name = "gen"
+program = "bin/gen.wasm"
+connect = ["mid"]
+
+[[group]]
+name = "mid"
+program = "bin/mid.wasm"
+connect = ["sink"]
+
+[[group]]
+name = "side"
+program = "bin/side.wasm"
+connect = ["sink"]
+
+[[group]]
+name = "sink"
+program = "bin/sink.wasm"
+"#;
+
+#[tokio::test]
+async fn a_job_is_drawn_as_a_graph_with_the_bytes_its_pipes_moved() {
+    let s = TestServer::start(|c| c.max_vms = 4).await;
+    s.put_object("bin", "gen.wasm", pipe_guest(&[], &["dev/out/mid"], 100))
+        .await;
+    s.put_object(
+        "bin",
+        "mid.wasm",
+        pipe_guest(&["dev/in/gen"], &["dev/out/sink"], 0),
+    )
+    .await;
+    s.put_object("bin", "side.wasm", pipe_guest(&[], &["dev/out/sink"], 10))
+        .await;
+    s.put_object(
+        "bin",
+        "sink.wasm",
+        pipe_guest(&["dev/in/mid", "dev/in/side"], &[], 0),
+    )
+    .await;
+    let line = "hello through a pipe\n";
+    let r = s.post("/v1/jobs", PIPE_JOB).await;
+    assert_eq!(header(&r, "x-zvm-state"), "ok", "{:?}", r.headers());
+    assert_eq!(r.text().await.unwrap(), line.repeat(110));
+
+    let st = json(s.get("/v1/status").await).await;
+    let jobs = st["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{st}");
+    let job = &jobs[0];
+    assert_eq!(job["state"], "ok");
+    let mut members: Vec<&str> = job["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    members.sort();
+    assert_eq!(members, ["gen", "mid", "side", "sink"]);
+    assert!(
+        job["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["state"] == "ok" && m["fuel"].as_u64() > Some(0)),
+        "{job}"
+    );
+    let mut pipes: Vec<(String, String, u64)> = job["pipes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["from"].as_str().unwrap().to_owned(),
+                p["to"].as_str().unwrap().to_owned(),
+                p["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    pipes.sort();
+    let n = line.len() as u64;
+    assert_eq!(
+        pipes,
+        [
+            ("gen".into(), "mid".into(), 100 * n),
+            ("mid".into(), "sink".into(), 100 * n),
+            ("side".into(), "sink".into(), 10 * n),
+        ]
+    );
+
+    let Some(chromium) = chromium() else {
+        s.stop().await;
+        return;
+    };
+    let url = s.url("/");
+    let dom = {
+        let (chromium, url) = (chromium.clone(), url.clone());
+        tokio::task::spawn_blocking(move || browse(&chromium, &url, "--dump-dom", WIDTH))
+            .await
+            .unwrap()
+    };
+    let id = job["id"].as_str().unwrap();
+    assert!(
+        dom.contains(&format!("<svg class=\"job-graph\" data-job=\"{id}\"")),
+        "{dom}"
+    );
+    assert_eq!(dom.matches("<g class=\"node ").count(), 4, "{dom}");
+    assert_eq!(dom.matches("<g class=\"edge\"").count(), 3, "{dom}");
+    for (from, to, bytes) in &pipes {
+        assert!(
+            dom.contains(&format!(
+                "data-from=\"{from}\" data-to=\"{to}\" data-bytes=\"{bytes}\""
+            )),
+            "no pipe {from} -> {to} of {bytes} bytes: {dom}"
+        );
+    }
+    // The layered layout: gen and side first, then mid, then sink.
+    let x_of = |member: &str| -> f64 {
+        let at = dom
+            .find(&format!("data-member=\"{member}\""))
+            .unwrap_or_else(|| panic!("no node {member}"));
+        let rest = &dom[at..];
+        let t = rest.find("translate(").unwrap() + "translate(".len();
+        rest[t..rest[t..].find(',').unwrap() + t].parse().unwrap()
+    };
+    assert_eq!(x_of("gen"), x_of("side"));
+    assert!(x_of("gen") < x_of("mid") && x_of("mid") < x_of("sink"));
+    // The pipe from side to sink spans two layers: it runs straight through a slot of its own
+    // beside mid (a line in its path), not through mid.
+    let edge_path = |from: &str, to: &str| -> String {
+        let at = dom
+            .find(&format!("data-from=\"{from}\" data-to=\"{to}\""))
+            .unwrap();
+        let d = dom[at..].find(" d=\"").unwrap() + at + 4;
+        dom[d..d + dom[d..].find('"').unwrap()].to_owned()
+    };
+    assert!(edge_path("side", "sink").contains(" L"), "{dom}");
+    assert!(!edge_path("gen", "mid").contains(" L"), "{dom}");
+
+    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let shot = out_dir.join("job.png");
+    let _ = std::fs::remove_file(&shot);
+    {
+        let (chromium, shot) = (chromium.clone(), shot.clone());
+        tokio::task::spawn_blocking(move || {
+            browse(
+                &chromium,
+                &url,
+                &format!("--screenshot={}", shot.display()),
+                WIDTH,
+            )
+        })
+        .await
+        .unwrap();
+    }
+    let img = Image::read(&shot);
+    assert_eq!((img.width, img.height), (WIDTH as usize, HEIGHT as usize));
+    // The members' outlines are drawn in the colour of `ok`, the pipes in their grey.
+    assert!(img.count_near(hex("#2e9d5b")) > 400, "member outlines");
+    assert!(img.count_near(hex("#8c96a3")) > 200, "pipes");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_tenants_the_page_asks_for_a_token() {
+    let s = TestServer::start(|c| {
+        c.tenants = zvm_server::tenants::resolve(&[zvm_server::tenants::TenantFile {
+            name: "alice".into(),
+            token: Some("alice-token-0123".into()),
+            ..Default::default()
+        }])
+        .unwrap();
+    })
+    .await;
+    // The page and its files are open; the status is not.
+    assert_eq!(s.get("/").await.status(), 200);
+    assert_eq!(s.get("/ui/app.js").await.status(), 200);
+    assert_eq!(s.get("/v1/status").await.status(), 401);
+    let ok = s
+        .client
+        .get(s.url("/v1/status"))
+        .bearer_auth("alice-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let Some(chromium) = chromium() else {
+        s.stop().await;
+        return;
+    };
+    let url = s.url("/");
+    let dom = tokio::task::spawn_blocking(move || browse(&chromium, &url, "--dump-dom", WIDTH))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains("<form id=\"auth\" class=\"panel\">"),
+        "the token box shows: {dom}"
+    );
+    assert!(
+        dom.contains("<main id=\"main\" hidden=\"\">"),
+        "the status does not: {dom}"
+    );
+    assert!(dom.contains("token needed"), "{dom}");
+    s.stop().await;
+}
