@@ -6,6 +6,7 @@ mod guests;
 mod handlers;
 mod jobs;
 mod objects;
+mod openapi;
 mod ops;
 mod runs;
 mod s3;
