@@ -65,7 +65,7 @@ enum Command {
 /// Settings come from `--config` (a TOML file with `version = 1` and the keys named after
 /// these flags, with `_` for `-`), and flags override them. The server stops gracefully on
 /// SIGTERM or ctrl-c: it stops accepting connections, answers the requests in flight and
-/// lands their outputs. The API is described in `crates/server/README.md`.
+/// lands their outputs. The API is described in `docs/server.md`.
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// A TOML configuration file.
