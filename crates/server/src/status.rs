@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::Shared;
 use crate::activity::{DEFAULT_STATUS_RUNS, MAX_RUNS};
 use crate::error::ApiError;
+use crate::tenants::Caller;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
@@ -89,13 +90,15 @@ fn runs_wanted(query: Option<&str>) -> Result<usize, ApiError> {
 }
 
 /// `GET /v1/status?runs=N`: the server's gauges and the recent activity, as documented in the
-/// crate's README.
+/// crate's README. A tenant sees only its own runs, jobs and VMs; an admin (or the caller of
+/// a server without tenants) sees everything.
 pub async fn status(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let runs = runs_wanted(query.as_deref())?;
-    let mut body = s.activity.status_with(None, runs);
+    let mut body = s.activity.status_with(caller.scope(), runs);
     body["server"] = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "started_ms": s.activity.started_ms(),
