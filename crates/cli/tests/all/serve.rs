@@ -168,3 +168,33 @@ fn serve_explains_its_flags_and_refuses_a_bad_configuration() {
         stderr(&out)
     );
 }
+
+/// The soak (`scripts/soak`) in its short form: a normal tenant's requests beside a hostile
+/// tenant's loops, memory bombs, floods, failing writers and cut-off uploads, against this
+/// build's `zvm serve`; the script checks the server stays up with bounded memory, the normal
+/// tenant is always served, and every stored object is whole. The 10-minute run's figures
+/// are in docs/benchmarks.md.
+#[test]
+fn a_short_soak_with_hostile_tenants_passes() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = std::process::Command::new("python3")
+        .current_dir(root)
+        .args([
+            "scripts/soak",
+            "--seconds",
+            "20",
+            "--no-build",
+            "--tenants",
+            "on",
+            "--zvm",
+        ])
+        .arg(env!("CARGO_BIN_EXE_zvm"))
+        .output()
+        .expect("python3 runs scripts/soak");
+    assert!(
+        out.status.success(),
+        "scripts/soak failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
