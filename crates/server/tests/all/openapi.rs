@@ -142,10 +142,10 @@ pub fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<
             Err(format!("{at}: matches none of oneOf: {value}"))
         };
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            return Err(format!("{at}: {value} is not one of {allowed:?}"));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {allowed:?}"));
     }
     let ty = schema.get("type").and_then(Value::as_str);
     let type_ok = match ty {
