@@ -46,8 +46,8 @@ use zvm_vm::{Program, Report, RunIo, Runtime};
 use crate::Shared;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::tenants::Caller;
 use crate::objects::{check_length, read_body};
+use crate::tenants::Caller;
 
 /// Compiled programs kept in memory: enough for the handful of programs a server serves most,
 /// while each holds its machine code (up to tens of MiB for an interpreter).
@@ -256,7 +256,11 @@ impl ProgramCache {
     }
 
     /// A program sent as the request body, cached under its hash.
-    pub(crate) fn load_bytes(&self, runtime: &Runtime, bytes: &[u8]) -> Result<Arc<Program>, ApiError> {
+    pub(crate) fn load_bytes(
+        &self,
+        runtime: &Runtime,
+        bytes: &[u8],
+    ) -> Result<Arc<Program>, ApiError> {
         let etag = blake3::hash(bytes).to_hex().to_string();
         if let Some(p) = self.get(&etag) {
             return Ok(p);
@@ -295,7 +299,11 @@ impl ObjectRef {
 
     /// `[channel:]bucket/key`; the channel defaults to `default`. Bucket names have no `:`,
     /// so a `:` before the first `/` names the channel.
-    pub(crate) fn parse_bound(field: &str, value: &str, default: &str) -> Result<(String, Self), ApiError> {
+    pub(crate) fn parse_bound(
+        field: &str,
+        value: &str,
+        default: &str,
+    ) -> Result<(String, Self), ApiError> {
         let slash = value.find('/').unwrap_or(value.len());
         let (channel, object) = match value[..slash].split_once(':') {
             Some((channel, _)) => (channel, &value[channel.len() + 1..]),
@@ -730,7 +738,11 @@ pub(crate) fn execute(
         .bind("stdout", stdout.endpoint())
         .bind("stderr", Endpoint::Writer(Box::new(stderr)));
     let mut channel = |name: &str, mode, quota: Quota| -> Result<(), ApiError> {
-        if let Some(c) = manifest.channels.iter_mut().find(|c| c.name.as_str() == name) {
+        if let Some(c) = manifest
+            .channels
+            .iter_mut()
+            .find(|c| c.name.as_str() == name)
+        {
             c.source = ChannelSource::Null;
             c.etag = None;
             c.quota.write_bytes = c.quota.write_bytes.min(quota.write_bytes);
@@ -777,7 +789,11 @@ pub(crate) fn execute(
             sizes.push((object.bucket.clone(), size));
         }
         for (bucket, _) in &sizes {
-            let total = sizes.iter().filter(|(b, _)| b == bucket).map(|(_, n)| n).sum();
+            let total = sizes
+                .iter()
+                .filter(|(b, _)| b == bucket)
+                .map(|(_, n)| n)
+                .sum();
             s.tenants.check_room(bucket, total)?;
         }
         let mut batch = s.store.batch();

@@ -121,11 +121,7 @@ fn is_open_path(path: &str) -> bool {
 
 /// The middleware that finds the caller ([`crate::tenants`]): every request of an API route
 /// carries a [`Caller`](crate::tenants::Caller) extension, or is answered 401 here.
-async fn authenticate(
-    State(s): State<Arc<Shared>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn authenticate(State(s): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -169,12 +165,11 @@ async fn observe(State(s): State<Arc<Shared>>, request: Request, next: Next) -> 
     // cut off here, and dropping the handler drops its body, so a half-received object is
     // never stored.
     let limit = s.config.request_timeout * 2 + REQUEST_GRACE;
-    let mut response = match tokio::time::timeout(limit, next.run(request).instrument(span.clone()))
-        .await
-    {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout { limit }.into_response(),
-    };
+    let mut response =
+        match tokio::time::timeout(limit, next.run(request).instrument(span.clone())).await {
+            Ok(response) => response,
+            Err(_) => ApiError::Timeout { limit }.into_response(),
+        };
     let status = response.status().as_u16();
     s.metrics.request(&route, &method, status);
     span.in_scope(|| {

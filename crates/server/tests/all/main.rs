@@ -4,6 +4,7 @@
 mod endpoints;
 mod guests;
 mod handlers;
+mod isolation;
 mod jobs;
 mod objects;
 mod openapi;
@@ -11,7 +12,7 @@ mod ops;
 mod runs;
 mod s3;
 mod support;
-mod zapps;
 mod tenants;
 mod timeouts;
 mod ui;
+mod zapps;

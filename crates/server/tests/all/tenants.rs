@@ -113,10 +113,7 @@ async fn a_tenant_sees_and_uses_only_its_own_buckets() {
     let put = req(&s, Method::PUT, "/v1/objects/alice-data/in.txt", ALICE).body("secret");
     assert_eq!(status(put).await, 200);
     assert_eq!(
-        status(
-            req(&s, Method::PUT, "/v1/objects/bob-data/prog.wasm", BOB).body(transform())
-        )
-        .await,
+        status(req(&s, Method::PUT, "/v1/objects/bob-data/prog.wasm", BOB).body(transform())).await,
         200
     );
 
