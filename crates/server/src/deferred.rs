@@ -19,13 +19,16 @@
 //! * Cancelling: a queued execution is dropped before it starts (its work never runs, no
 //!   output lands). A running one cannot be stopped from outside its VM; it ends by its
 //!   limits (`request_timeout`, fuel), so `DELETE` answers 409 while it runs.
+//! * Tenants: every entry keeps the tenant that submitted it. `GET /v1/jobs` lists only the
+//!   caller's own (an admin's lists all), and another tenant's id answers 404 to status,
+//!   result and `DELETE`, as an unknown id does, so that ids are not revealed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -344,18 +347,31 @@ fn unknown(id: &str) -> ApiError {
     ))
 }
 
+/// Whether `caller` may see `e`: its own, or everything for an admin.
+fn visible(caller: &Caller, e: &Entry) -> bool {
+    caller.is_admin() || e.tenant == caller.name()
+}
+
 /// `GET /v1/jobs`: every deferred execution kept, newest first.
-pub async fn list(State(s): State<Arc<Shared>>) -> Response {
+pub async fn list(State(s): State<Arc<Shared>>, Extension(caller): Extension<Caller>) -> Response {
     let inner = s.deferred.lock();
-    let mut all: Vec<(&String, &Entry)> = inner.entries.iter().collect();
+    let mut all: Vec<(&String, &Entry)> = inner
+        .entries
+        .iter()
+        .filter(|(_, e)| visible(&caller, e))
+        .collect();
     all.sort_by(|a, b| b.1.created_ms.cmp(&a.1.created_ms).then(a.0.cmp(b.0)));
     let jobs: Vec<Value> = all
         .into_iter()
         .map(|(id, e)| {
-            json!({
+            let mut v = json!({
                 "id": id, "kind": e.kind, "label": e.label, "state": e.state(),
                 "created_ms": e.created_ms, "finished_ms": e.finished_ms,
-            })
+            });
+            if !e.tenant.is_empty() {
+                v["tenant"] = e.tenant.clone().into();
+            }
+            v
         })
         .collect();
     Json(json!({ "jobs": jobs })).into_response()
@@ -364,10 +380,15 @@ pub async fn list(State(s): State<Arc<Shared>>) -> Response {
 /// `GET /v1/jobs/{id}`: the status, with the report once finished.
 pub async fn status(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let inner = s.deferred.lock();
-    let e = inner.entries.get(&id).ok_or_else(|| unknown(&id))?;
+    let e = inner
+        .entries
+        .get(&id)
+        .filter(|e| visible(&caller, e))
+        .ok_or_else(|| unknown(&id))?;
     Ok(Json(e.status_json(&id)).into_response())
 }
 
@@ -375,10 +396,15 @@ pub async fn status(
 /// while it is queued or running (poll the status), or when it was cancelled.
 pub async fn result(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let inner = s.deferred.lock();
-    let e = inner.entries.get(&id).ok_or_else(|| unknown(&id))?;
+    let e = inner
+        .entries
+        .get(&id)
+        .filter(|e| visible(&caller, e))
+        .ok_or_else(|| unknown(&id))?;
     match &e.phase {
         Phase::Done(c) => Ok(c.clone().into_response()),
         Phase::Failed(status, message) => {
@@ -398,10 +424,15 @@ pub async fn result(
 /// 409 for a running one, which ends by its limits.
 pub async fn delete(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let mut inner = s.deferred.lock();
-    let e = inner.entries.get_mut(&id).ok_or_else(|| unknown(&id))?;
+    let e = inner
+        .entries
+        .get_mut(&id)
+        .filter(|e| visible(&caller, e))
+        .ok_or_else(|| unknown(&id))?;
     match e.phase {
         Phase::Queued => {
             if let Some(task) = e.task.take() {

@@ -27,6 +27,13 @@
 //!   answered 502 with a message saying what is wrong, and so is a guest that failed (its
 //!   output is not a response). Without `cgi_headers`, stdout is the body as is (with the
 //!   endpoint's `content_type`), and a failed guest gives 500, as `POST /v1/run` does.
+//! * **Tenants**: an endpoint belongs to the tenant that deployed it (`owner` in its record;
+//!   a record from before tenants has none, and only an admin may use it). Endpoints are
+//!   private to their tenant in this version: showing, redeploying, deleting and *calling*
+//!   (`/v1/apps/{name}`) another tenant's endpoint is 403 (as another's bucket is), and
+//!   `GET /v1/endpoints` lists only the caller's own (an admin's lists all). An admin may
+//!   redeploy anyone's; the endpoint keeps its owner. Each request runs within the *caller's*
+//!   `max_fuel` and `max_memory` quotas.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -75,6 +82,10 @@ pub struct EndpointRecord {
     /// `Content-Type` of answers without CGI headers.
     pub content_type: String,
     pub deployed_ms: u64,
+    /// The tenant that deployed it; `""` on an open server or for a record from before
+    /// tenants.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 /// An endpoint ready to serve.
@@ -143,6 +154,30 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 fn unknown(name: &str) -> ApiError {
     ApiError::NotFound(format!("no endpoint `{name}`"))
+}
+
+/// Whether `caller` may use the endpoint of `record`: its owner, or an admin.
+fn owns(caller: &Caller, record: &EndpointRecord) -> bool {
+    caller.is_admin() || record.owner == caller.name()
+}
+
+/// Refuses a caller that does not own the endpoint (403, as for another's bucket).
+fn check_owner(caller: &Caller, record: &EndpointRecord) -> Result<(), ApiError> {
+    if owns(caller, record) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "endpoint `{}` belongs to another tenant (or to none)",
+        record.name
+    )))
+}
+
+/// The record of the endpoint `name`, from memory or the store, or None.
+fn record_of(s: &Shared, name: &str) -> Result<Option<EndpointRecord>, ApiError> {
+    if let Some(d) = s.endpoints.get(name) {
+        return Ok(Some(d.record.clone()));
+    }
+    crate::registry::get::<EndpointRecord>(s, &format!("{PREFIX}{name}.json"))
 }
 
 /// Makes an endpoint servable from its zapp: a manifest entry whose channels need no host
@@ -224,6 +259,13 @@ pub async fn deploy(
     let shared = s.clone();
     let deployed = tokio::task::spawn_blocking(move || {
         let s = &*shared;
+        let owner = match record_of(s, &name)? {
+            Some(old) => {
+                check_owner(&caller, &old)?;
+                old.owner
+            }
+            None => caller.name().to_owned(),
+        };
         let (zapp, bytes): (Arc<LoadedZapp>, Bytes) = match &source {
             Some(o) => {
                 let zapp = s.zapps.load_object(s, o)?;
@@ -243,6 +285,7 @@ pub async fn deploy(
             cgi_headers,
             content_type,
             deployed_ms: now_ms(),
+            owner,
         };
         let deployed = ready(s, record, zapp)?;
         crate::registry::ensure_bucket(s)?;
@@ -297,26 +340,36 @@ async fn find(s: &Arc<Shared>, name: &str) -> Result<Arc<Deployed>, ApiError> {
 /// `GET /v1/endpoints/{name}`: the record.
 pub async fn show(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let d = find(&s, &name).await?;
+    check_owner(&caller, &d.record)?;
     Ok(Json(d.record.clone()).into_response())
 }
 
-/// `GET /v1/endpoints`: every record, by name.
-pub async fn list(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+/// `GET /v1/endpoints`: every record the caller owns (an admin: every record), by name.
+pub async fn list(
+    State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
     let shared = s.clone();
     let all: Vec<(String, EndpointRecord)> =
         tokio::task::spawn_blocking(move || crate::registry::list(&shared, PREFIX, ".json"))
             .await
             .map_err(|e| ApiError::Internal(format!("listing endpoints: {e}")))??;
-    let endpoints: Vec<EndpointRecord> = all.into_iter().map(|(_, r)| r).collect();
+    let endpoints: Vec<EndpointRecord> = all
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| owns(&caller, r))
+        .collect();
     Ok(Json(serde_json::json!({ "endpoints": endpoints })).into_response())
 }
 
-/// `DELETE /v1/endpoints/{name}`: 204, or 404.
+/// `DELETE /v1/endpoints/{name}`: 204, 403 for another tenant's, or 404.
 pub async fn remove(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     check_name(&name).map_err(|_| unknown(&name))?;
@@ -326,6 +379,9 @@ pub async fn remove(
         let record = format!("{PREFIX}{owned}.json");
         if shared.store.head(SYSTEM_BUCKET, &record).is_err() {
             return Ok(false);
+        }
+        if let Some(old) = record_of(&shared, &owned)? {
+            check_owner(&caller, &old)?;
         }
         let mut batch = shared.store.batch();
         batch.delete(SYSTEM_BUCKET, &record)?;
@@ -506,6 +562,9 @@ pub async fn app(
     let name = params.get("name").cloned().unwrap_or_default();
     let path = params.get("path").cloned().unwrap_or_default();
     let d = find(&s, &name).await?;
+    check_owner(&caller, &d.record)?;
+    let fuel = caller.fuel(None, s.config.max_fuel)?;
+    let memory = caller.memory(None, s.config.max_memory)?;
     let (parts, body) = request.into_parts();
     check_length(&parts.headers, s.config.max_body)?;
     let body = read_body(body, s.config.max_body).await?;
@@ -514,6 +573,8 @@ pub async fn app(
         .get("x-zvm-report")
         .is_some_and(|v| v.as_bytes() == b"json");
     let mut manifest = d.manifest.clone();
+    manifest.limits.fuel = manifest.limits.fuel.min(fuel);
+    manifest.limits.memory = manifest.limits.memory.min(memory);
     cgi_env(&mut manifest.env, &name, &path, &parts, body.len());
     let tenant = caller.name().to_owned();
     let endpoint = d.clone();

@@ -9,6 +9,12 @@
 //! removed is seen by the next request and survives a restart. A handler for `type/*`
 //! serves every subtype that has none of its own. The program is compiled once per version
 //! of its object (the program cache of [`crate::exec`]).
+//!
+//! Registrations belong to a tenant: a tenant's are kept under `handlers/~<tenant>/<type>/
+//! <subtype>` (an open server's under `handlers/<type>/<subtype>`, as before tenants), a
+//! view runs only a handler the caller registered, and `GET /v1/handlers` lists only the
+//! caller's own (an admin's lists everyone's, each with its `tenant`). Handlers run within
+//! the caller's `max_fuel` and `max_memory` quotas.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,8 +77,17 @@ fn check_part(field: &str, part: &str, wildcard: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn key_of(ty: &str, sub: &str) -> String {
-    format!("{PREFIX}{ty}/{sub}")
+/// The caller's own prefix of registrations: `handlers/~<tenant>/`, or `handlers/` for an
+/// open server's caller (media types start with a letter or digit, never `~`).
+fn prefix_of(caller: &Caller) -> String {
+    match caller.name() {
+        "" => PREFIX.to_owned(),
+        name => format!("{PREFIX}~{name}/"),
+    }
+}
+
+fn key_of(caller: &Caller, ty: &str, sub: &str) -> String {
+    format!("{}{ty}/{sub}", prefix_of(caller))
 }
 
 fn unknown(ty: &str, sub: &str) -> ApiError {
@@ -105,7 +120,7 @@ pub async fn put(
     let record = handler.clone();
     tokio::task::spawn_blocking(move || {
         shared.store.head(&program.bucket, &program.key)?;
-        crate::registry::put(&shared, &key_of(&ty, &sub), &record)
+        crate::registry::put(&shared, &key_of(&caller, &ty, &sub), &record)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("registering the handler: {e}")))??;
@@ -115,9 +130,12 @@ pub async fn put(
 /// `GET /v1/handlers/{type}/{subtype}`.
 pub async fn get(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path((ty, sub)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let key = key_of(&ty, &sub);
+    check_part("type", &ty, false).map_err(|_| unknown(&ty, &sub))?;
+    check_part("subtype", &sub, true).map_err(|_| unknown(&ty, &sub))?;
+    let key = key_of(&caller, &ty, &sub);
     let shared = s.clone();
     let found: Option<Handler> =
         tokio::task::spawn_blocking(move || crate::registry::get(&shared, &key))
@@ -129,9 +147,12 @@ pub async fn get(
 /// `DELETE /v1/handlers/{type}/{subtype}`: 204, or 404 if none was registered.
 pub async fn delete(
     State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path((ty, sub)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let key = key_of(&ty, &sub);
+    check_part("type", &ty, false).map_err(|_| unknown(&ty, &sub))?;
+    check_part("subtype", &sub, true).map_err(|_| unknown(&ty, &sub))?;
+    let key = key_of(&caller, &ty, &sub);
     let shared = s.clone();
     let existed = tokio::task::spawn_blocking(move || {
         match shared.store.delete(crate::registry::SYSTEM_BUCKET, &key) {
@@ -149,18 +170,35 @@ pub async fn delete(
 }
 
 /// `GET /v1/handlers`: `{"handlers": [{"type": "text/markdown", "program": ...}, ...]}`.
-pub async fn list(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+/// An admin's lists every tenant's, each with its `tenant`; anybody else's only its own.
+pub async fn list(
+    State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
     let shared = s.clone();
+    let prefix = if caller.is_admin() {
+        PREFIX.to_owned()
+    } else {
+        prefix_of(&caller)
+    };
     let all: Vec<(String, Handler)> =
-        tokio::task::spawn_blocking(move || crate::registry::list(&shared, PREFIX, ""))
+        tokio::task::spawn_blocking(move || crate::registry::list(&shared, &prefix, ""))
             .await
             .map_err(|e| ApiError::Internal(format!("listing handlers: {e}")))??;
     let handlers: Vec<serde_json::Value> = all
         .into_iter()
-        .map(|(key, h)| {
+        .filter_map(|(key, h)| {
             let mut v = serde_json::to_value(&h).unwrap_or_default();
-            v["type"] = key.trim_start_matches(PREFIX).into();
-            v
+            let rest = key.strip_prefix(PREFIX)?;
+            match rest.strip_prefix('~').and_then(|r| r.split_once('/')) {
+                Some((tenant, ty)) => {
+                    v["type"] = ty.into();
+                    v["tenant"] = tenant.into();
+                }
+                // An open server's registration (only an admin's prefix reaches it).
+                None => v["type"] = rest.into(),
+            }
+            Some(v)
         })
         .collect();
     Ok(Json(serde_json::json!({ "handlers": handlers })).into_response())
@@ -192,6 +230,7 @@ pub async fn view(
     let object = ObjectRef::parse("key", &format!("{bucket}/{key}"))?;
     let shared = s.clone();
     let target = object.clone();
+    let who = caller.clone();
     let (info, handler, media) = tokio::task::spawn_blocking(move || {
         let info = shared.store.head(&target.bucket, &target.key)?;
         let media = info
@@ -206,9 +245,9 @@ pub async fn view(
         let (ty, sub) = media.split_once('/').unwrap_or((media.as_str(), ""));
         let mut handler: Option<Handler> = None;
         if check_part("type", ty, false).is_ok() && check_part("subtype", sub, false).is_ok() {
-            handler = crate::registry::get(&shared, &key_of(ty, sub))?;
+            handler = crate::registry::get(&shared, &key_of(&who, ty, sub))?;
             if handler.is_none() {
-                handler = crate::registry::get(&shared, &key_of(ty, "*"))?;
+                handler = crate::registry::get(&shared, &key_of(&who, ty, "*"))?;
             }
         }
         Ok::<_, ApiError>((info, handler, media))
@@ -222,14 +261,16 @@ pub async fn view(
         ))
     })?;
     let program = ObjectRef::parse("program", &handler.program)?;
+    let fuel = caller.fuel(None, s.config.max_fuel)?;
+    let memory = caller.memory(None, s.config.max_memory)?;
     let tenant = caller.name().to_owned();
     let label = format!("{} for {object}", handler.program);
     let work = move |s: &Shared| {
         let loaded = s.programs.load(&s.runtime, &s.store, &program)?;
         let mut manifest = Manifest::for_program(program.to_string());
         manifest.args = handler.args.clone();
-        manifest.limits.fuel = s.config.max_fuel;
-        manifest.limits.memory = s.config.max_memory;
+        manifest.limits.fuel = fuel;
+        manifest.limits.memory = memory;
         manifest.limits.timeout = s.config.request_timeout;
         manifest.env.insert("ZVM_OBJECT".into(), object.to_string());
         manifest.env.insert("CONTENT_TYPE".into(), media);

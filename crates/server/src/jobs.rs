@@ -21,6 +21,9 @@
 //!   scratch directory; when every member ended `ok`, every output file is put in one store
 //!   batch, so the job's objects appear together or not at all. The scratch directory is
 //!   removed afterwards, whatever happened.
+//! * **Tenants**: every member runs within the caller's `max_fuel` and `max_memory` quotas
+//!   (a member asking for more gets the quota), and the outputs count against the
+//!   `max_stored` quota of their buckets' owners: over it, none lands and the answer is 403.
 //! * **The answer**: the members' standard outputs, concatenated in member order (the order
 //!   of `docs/jobs.md`: groups as declared, members by index), 200 if the job succeeded and
 //!   500 if not, with `x-zvm-*` headers (`x-zvm-state` `ok` or `failed`,
@@ -473,8 +476,12 @@ fn prepare(
                 format!("member `{}`: exports write host files", member.name),
             ));
         }
-        m.limits.fuel = m.limits.fuel.min(s.config.max_fuel);
-        m.limits.memory = m.limits.memory.min(s.config.max_memory);
+        // Every member within the caller's quotas (and so the server's limits).
+        m.limits.fuel = m.limits.fuel.min(caller.fuel(None, s.config.max_fuel)?);
+        m.limits.memory = m
+            .limits
+            .memory
+            .min(caller.memory(None, s.config.max_memory)?);
         m.limits.timeout = m.limits.timeout.min(s.config.request_timeout);
         for c in &mut m.channels {
             c.quota.write_bytes = c.quota.write_bytes.min(s.config.max_output);
@@ -598,6 +605,27 @@ fn run_prepared(
         other => ApiError::Internal(format!("job `{}`: {other}", job.name)),
     })?;
     if report.committed {
+        // The outputs count against their buckets' owners' `max_stored` quotas, as a run's
+        // do: over it, none of them lands (and the answer is 403).
+        let mut sizes: Vec<(String, u64)> = Vec::new();
+        for (path, object) in &outputs {
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.is_file()
+            {
+                sizes.push((object.bucket.clone(), meta.len()));
+            }
+        }
+        for (bucket, _) in &sizes {
+            let total = sizes
+                .iter()
+                .filter(|(b, _)| b == bucket)
+                .map(|(_, n)| n)
+                .sum();
+            if let Err(e) = s.tenants.check_room(bucket, total) {
+                report.committed = false;
+                return Err(e);
+            }
+        }
         let mut batch = s.store.batch();
         for (path, object) in &outputs {
             if !path.is_file() {
@@ -615,6 +643,9 @@ fn run_prepared(
         if let Err(e) = batch.commit() {
             report.committed = false;
             return Err(e.into());
+        }
+        for (bucket, size) in sizes {
+            s.tenants.account(&bucket, size as i64);
         }
     }
     s.activity

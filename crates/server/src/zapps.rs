@@ -17,6 +17,8 @@
 //!   and exports are refused. The standard streams are the request's, as for any run.
 //! * **Limits**: the zapp's manifest decides, capped by the server's (`max_fuel`,
 //!   `max_memory`, `request_timeout`, `max_output`) and by `fuel=` and `memory=` in the query.
+//!   With tenants, also by the caller's `max_fuel` and `max_memory` quotas (asking for more
+//!   is 403), and outputs count against their buckets' owners' `max_stored`, as a run's do.
 //! * A zapp whose entry point is a job runs as a job ([`crate::jobs`]): its programs and
 //!   images from the zapp, its channels naming objects.
 
@@ -336,10 +338,14 @@ pub fn manifest_for(
 pub async fn run(
     s: Arc<Shared>,
     caller: Caller,
-    request: RunRequest,
+    mut request: RunRequest,
     body: Bytes,
     defer: bool,
 ) -> Result<Response, ApiError> {
+    // Within the caller's quotas, whoever called (`exec::authorize` did so for `/v1/run`;
+    // doing it again is harmless).
+    request.fuel = Some(caller.fuel(request.fuel, s.config.max_fuel)?);
+    request.memory = Some(caller.memory(request.memory, s.config.max_memory)?);
     if request.program.is_some() {
         return Err(ApiError::bad(
             "program",
