@@ -5,10 +5,10 @@
 //!
 //! # A guided tour
 //!
-//! * [`dispatch`] is where every kind of execution ends up, with its work as a closure
-//!   ([`Work`]) that runs on the blocking pool and returns a [`Completed`]. Synchronously,
+//! * `dispatch` is where every kind of execution ends up, with its work as a closure
+//!   (`Work`) that runs on the blocking pool and returns a [`Completed`]. Synchronously,
 //!   it takes a VM permit (503 when the queue is full) and sends the answer; deferred, it
-//!   hands the work to [`Deferred::submit`].
+//!   hands the work to `Deferred::submit`.
 //! * [`Deferred`] holds every deferred execution by id. A submitted one waits for its VMs
 //!   without the queue's bound or timeout (at most [`MAX_PENDING`] wait or run at once,
 //!   beyond which the answer is 503), then runs, then keeps its answer.

@@ -12,7 +12,7 @@
 //!   with a `..` part or a scheme such as `file://`), a host directory mount and an export
 //!   are refused with the spot named: no host path is reachable from the server. A zapp's job
 //!   ([`Programs::Zapp`]) takes its programs and images from the zapp instead.
-//! * **Preparing** ([`prepare`]): the objects the job reads are copied into a private scratch
+//! * **Preparing** (`prepare`): the objects the job reads are copied into a private scratch
 //!   directory laid out as `<bucket>/<key>`, so that the job parser resolves the job (matching
 //!   wildcards, making members) exactly as `zvm job` would, in that directory. What the
 //!   members read is the version of each object at submission.
@@ -47,6 +47,9 @@ use crate::error::ApiError;
 use crate::exec::{Completed, ObjectRef};
 use crate::objects::{check_length, read_body};
 use crate::tenants::Caller;
+
+/// Members of one job shown one by one on the status page (as VMs and runs).
+const MEMBERS_SHOWN: usize = 64;
 
 /// Largest job file: a job is text that names objects, a thousand times a long one.
 pub const MAX_JOB_TEXT: u64 = 1 << 20;
@@ -600,7 +603,38 @@ fn run_prepared(
         progress: None,
     };
     let runtime = s.job_runtime.get(s)?;
-    let mut report = zvm_job::run(runtime, &job, &options).map_err(|e| match e {
+    // Each member is a VM on the status page's timeline and in its runs (the first
+    // `MEMBERS_SHOWN` of a large job, so one job cannot flood the page).
+    let vms: Vec<_> = job
+        .members
+        .iter()
+        .take(MEMBERS_SHOWN)
+        .map(|m| s.activity.vm_started("job-member", m.name.clone(), tenant))
+        .collect();
+    let report = zvm_job::run(runtime, &job, &options);
+    for (i, vm) in vms.iter().enumerate() {
+        let member = report
+            .as_ref()
+            .ok()
+            .and_then(|r| r.members.get(i))
+            .and_then(|m| m.report.as_ref());
+        if let Some(vm_report) = member
+            && let Ok(json) = serde_json::to_value(vm_report)
+        {
+            s.activity.record_run(crate::activity::RunRecord {
+                id: vm.id().to_owned(),
+                tenant: tenant.to_owned(),
+                kind: "job-member",
+                label: job.members[i].name.clone(),
+                job: Some(id.clone()),
+                started_ms,
+                ended_ms: now_ms(),
+                report: json,
+            });
+        }
+    }
+    drop(vms);
+    let mut report = report.map_err(|e| match e {
         zvm_job::Error::Program { error, .. } => ApiError::from(*error),
         other => ApiError::Internal(format!("job `{}`: {other}", job.name)),
     })?;

@@ -4,7 +4,7 @@
 //!
 //! # A guided tour
 //!
-//! * **Reading** ([`ZappCache::load`]): a zapp is read with every check of the `zvm-zapp`
+//! * **Reading** (`ZappCache::load`): a zapp is read with every check of the `zvm-zapp`
 //!   crate (the one `zvm run app.zapp` uses) and unpacked once into
 //!   `<data_dir>/zapps/<blake3>/` (into a temporary directory, then renamed, so a directory
 //!   there is always whole); its entry point is resolved and its program compiled once, and

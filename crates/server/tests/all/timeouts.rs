@@ -31,7 +31,12 @@ async fn a_request_slower_than_the_limit_is_cut_off_and_stores_nothing() {
         .unwrap();
     assert_eq!(r.status(), 408);
     assert!(started.elapsed() < limit + Duration::from_secs(2));
-    assert!(json(r).await["error"].as_str().unwrap().contains("longer than"));
+    assert!(
+        json(r).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than")
+    );
     assert_eq!(s.get("/v1/objects/slow/trickle").await.status(), 404);
     // The server is fine.
     assert_eq!(s.put("/v1/objects/slow/quick", "q").await.status(), 200);
