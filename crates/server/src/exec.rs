@@ -95,21 +95,7 @@ impl Admission {
     /// A permit to run one VM: at once if one is free, else after waiting in the queue at
     /// most `wait`; `Busy` when the queue is full or the wait runs out.
     pub async fn admit(&self, wait: Duration) -> Result<OwnedSemaphorePermit, ApiError> {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(p) => return Ok(p),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(ApiError::ShuttingDown),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {}
-        }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::Busy);
-        }
-        let _waiting = Waiting(&self.waiting);
-        match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) => Err(ApiError::ShuttingDown),
-            Err(_) => Err(ApiError::Busy),
-        }
+        self.admit_many(1, wait).await
     }
 
     /// Permits for `n` VMs at once (a job's members run together), as [`admit`] gives one;
@@ -637,6 +623,20 @@ pub(crate) fn state_kind(report: &Report) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `text` as a header value: printable ASCII (anything else as `?`), at most 512 characters.
+pub(crate) fn header_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(512)
+        .collect()
+}
+
 /// The report in response headers.
 pub(crate) fn report_headers(h: &mut HeaderMap, report: &Report, kind: &str) {
     let mut set = |name: String, value: String| {
@@ -648,19 +648,7 @@ pub(crate) fn report_headers(h: &mut HeaderMap, report: &Report, kind: &str) {
         }
     };
     set("x-zvm-state".into(), kind.to_owned());
-    let text: String = report
-        .state_text
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(512)
-        .collect();
-    set("x-zvm-state-text".into(), text);
+    set("x-zvm-state-text".into(), header_text(&report.state_text));
     if let Some(code) = report.exit_code {
         set("x-zvm-exit-code".into(), code.to_string());
     }

@@ -705,18 +705,7 @@ fn run_prepared(
     set("x-zvm-state", if ok { "ok" } else { "failed" }.into());
     set(
         "x-zvm-state-text",
-        report
-            .outcome_text
-            .chars()
-            .map(|c| {
-                if c.is_ascii() && !c.is_ascii_control() {
-                    c
-                } else {
-                    '?'
-                }
-            })
-            .take(512)
-            .collect(),
+        crate::exec::header_text(&report.outcome_text),
     );
     if let Some(m) = report.failed_member() {
         set("x-zvm-failed-member", m.name.clone());
