@@ -768,22 +768,15 @@ pub(crate) fn execute(
     if report.state.is_ok() && !staged.is_empty() {
         // The outputs count against their buckets' owners' `max_stored` quotas; over it, the
         // run's outputs do not land (and the answer is 403).
-        let mut sizes: Vec<(String, u64)> = Vec::new();
+        let mut sizes = Vec::new();
         for (object, file) in &staged {
             let size = file
                 .metadata()
                 .map_err(|e| ApiError::Internal(format!("staged `{object}`: {e}")))?
                 .len();
-            sizes.push((object.bucket.clone(), size));
+            sizes.push((object.bucket.as_str(), object.key.as_str(), size));
         }
-        for (bucket, _) in &sizes {
-            let total = sizes
-                .iter()
-                .filter(|(b, _)| b == bucket)
-                .map(|(_, n)| n)
-                .sum();
-            s.tenants.check_room(bucket, total)?;
-        }
+        let deltas = s.tenants.check_outputs(s, &sizes)?;
         let mut batch = s.store.batch();
         for (object, mut file) in staged {
             file.seek(SeekFrom::Start(0))
@@ -791,8 +784,8 @@ pub(crate) fn execute(
             batch.put(&object.bucket, &object.key, file, PutMeta::default())?;
         }
         batch.commit()?;
-        for (bucket, size) in sizes {
-            s.tenants.account(&bucket, size as i64);
+        for (bucket, delta) in deltas {
+            s.tenants.account(&bucket, delta);
         }
         for c in &mut report.channels {
             if outputs.iter().any(|(name, _)| *name == c.name) {

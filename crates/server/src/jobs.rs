@@ -641,25 +641,21 @@ fn run_prepared(
     if report.committed {
         // The outputs count against their buckets' owners' `max_stored` quotas, as a run's
         // do: over it, none of them lands (and the answer is 403).
-        let mut sizes: Vec<(String, u64)> = Vec::new();
+        let mut sizes = Vec::new();
         for (path, object) in &outputs {
             if let Ok(meta) = std::fs::metadata(path)
                 && meta.is_file()
             {
-                sizes.push((object.bucket.clone(), meta.len()));
+                sizes.push((object.bucket.as_str(), object.key.as_str(), meta.len()));
             }
         }
-        for (bucket, _) in &sizes {
-            let total = sizes
-                .iter()
-                .filter(|(b, _)| b == bucket)
-                .map(|(_, n)| n)
-                .sum();
-            if let Err(e) = s.tenants.check_room(bucket, total) {
+        let deltas = match s.tenants.check_outputs(s, &sizes) {
+            Ok(d) => d,
+            Err(e) => {
                 report.committed = false;
                 return Err(e);
             }
-        }
+        };
         let mut batch = s.store.batch();
         for (path, object) in &outputs {
             if !path.is_file() {
@@ -678,8 +674,8 @@ fn run_prepared(
             report.committed = false;
             return Err(e.into());
         }
-        for (bucket, size) in sizes {
-            s.tenants.account(&bucket, size as i64);
+        for (bucket, delta) in deltas {
+            s.tenants.account(&bucket, delta);
         }
     }
     s.activity

@@ -477,6 +477,34 @@ impl Tenants {
         }
     }
 
+    /// Checks that outputs about to land (`bucket`, `key`, size) fit their buckets' owners'
+    /// `max_stored` quotas, counting the objects they replace as freed (403 if not). Returns
+    /// the change of each bucket's stored bytes, for [`Tenants::account`] once they landed.
+    pub fn check_outputs(
+        &self,
+        s: &crate::Shared,
+        outputs: &[(&str, &str, u64)],
+    ) -> Result<Vec<(String, i64)>, ApiError> {
+        if !self.enabled() {
+            return Ok(Vec::new());
+        }
+        let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
+        for &(bucket, key, size) in outputs {
+            let replaced = match s.store.head(bucket, key) {
+                Ok(info) => info.size,
+                Err(zvm_store::Error::NoSuchKey { .. }) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            *deltas.entry(bucket.to_owned()).or_default() += size as i64 - replaced as i64;
+        }
+        for (bucket, delta) in &deltas {
+            if let Ok(grows) = u64::try_from(*delta) {
+                self.check_room(bucket, grows)?;
+            }
+        }
+        Ok(deltas.into_iter().collect())
+    }
+
     /// Bytes stored in the buckets of `tenant`.
     pub fn stored(&self, tenant: &str) -> u64 {
         self.stored

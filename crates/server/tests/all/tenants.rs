@@ -331,6 +331,18 @@ async fn quotas_bound_fuel_memory_and_stored_bytes() {
         status(req(&s, Method::GET, "/v1/objects/alice-q/out", ALICE)).await,
         404
     );
+    // An output that replaces an object frees that object's bytes: with 300 bytes in and
+    // 300 out (600 of 1000), the same run lands again and again.
+    assert_eq!(put("in", 300).await.unwrap().status(), 200);
+    for _ in 0..3 {
+        let r = run("?input=alice-q/in&output=alice-q/out", transform())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+    // And the count is right: 400 more fit, 401 do not.
+    assert_eq!(put("more", 401).await.unwrap().status(), 403);
+    assert_eq!(put("more", 400).await.unwrap().status(), 200);
     // Bob has no quota and is not slowed by Alice's.
     assert_eq!(
         status(req(&s, Method::PUT, "/v1/buckets/bob-q", BOB)).await,
