@@ -66,13 +66,17 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-/// Refuses a body whose declared length is over `limit` before reading any of it.
-pub(crate) fn check_length(headers: &HeaderMap, limit: u64) -> Result<(), ApiError> {
-    let declared = headers
+/// The body length a request declares in `Content-Length`, if it does.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Refuses a body whose declared length is over `limit` before reading any of it.
+pub(crate) fn check_length(headers: &HeaderMap, limit: u64) -> Result<(), ApiError> {
+    match declared_length(headers) {
         Some(n) if n > limit => Err(ApiError::BodyTooLarge { limit }),
         _ => Ok(()),
     }
@@ -183,64 +187,22 @@ pub async fn put_object(
     let limit = s.config.max_body;
     check_length(&headers, limit)?;
     let meta = put_meta(&headers)?;
-    // With a `max_stored` quota, the object this put replaces frees its bytes, and the body
-    // may take at most what is left.
-    let quota = s.tenants.room(&bucket).map(|(_, room)| room);
+    // With tenants, the object this put replaces frees its bytes; with a `max_stored`
+    // quota, the body may take at most what is then left (going past it is 403, not 413).
     let replaced = if s.tenants.enabled() {
-        replaced_size(&s, &bucket, &key).await?
+        let (shared, b, k) = (s.clone(), bucket.clone(), key.clone());
+        blocking(move || stored_size(&shared, &b, &k)).await?
     } else {
         0
     };
-    if let Some(room) = quota {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+    let mut quota = None;
+    if let Some((_, room)) = s.tenants.room(&bucket) {
+        let declared = declared_length(&headers).unwrap_or(0);
         s.tenants
             .check_room(&bucket, declared.saturating_sub(replaced))?;
-        if room + replaced < limit {
-            // A chunked body that would go over the quota stops there (and is refused below).
-            let reader = body_reader(body, room + replaced);
-            return put_checked(
-                s,
-                bucket,
-                key,
-                reader,
-                meta,
-                Some(room + replaced),
-                replaced,
-            )
-            .await;
-        }
+        quota = Some(room + replaced).filter(|&room| room < limit);
     }
-    let reader = body_reader(body, limit);
-    put_checked(s, bucket, key, reader, meta, None, replaced).await
-}
-
-/// The size of the object a put replaces (0 if none).
-async fn replaced_size(s: &Arc<Shared>, bucket: &str, key: &str) -> Result<u64, ApiError> {
-    let (s, bucket, key) = (s.clone(), bucket.to_owned(), key.to_owned());
-    blocking(move || match s.store.head(&bucket, &key) {
-        Ok(info) => Ok(info.size),
-        Err(zvm_store::Error::NoSuchKey { .. }) => Ok(0),
-        Err(e) => Err(e.into()),
-    })
-    .await
-}
-
-/// Stores a put's body; `quota` is set when the body's cap is the tenant's room, not the
-/// body limit, so that going past it is 403 rather than 413.
-async fn put_checked(
-    s: Arc<Shared>,
-    bucket: String,
-    key: String,
-    reader: impl Read + Send + 'static,
-    meta: PutMeta,
-    quota: Option<u64>,
-    replaced: u64,
-) -> Result<Response, ApiError> {
-    let limit = s.config.max_body;
+    let reader = body_reader(body, quota.unwrap_or(limit));
     let shared = s.clone();
     let account = bucket.clone();
     let result = blocking(move || Ok(shared.store.put(&bucket, &key, reader, meta)?)).await;
@@ -262,6 +224,16 @@ async fn put_checked(
     let mut response = Json(&info).into_response();
     set_etag(response.headers_mut(), &info.etag);
     Ok(response)
+}
+
+/// The size of the object stored as `bucket/key`, 0 if there is none: what a put or an
+/// output replacing it frees. Blocking.
+pub(crate) fn stored_size(s: &Shared, bucket: &str, key: &str) -> Result<u64, ApiError> {
+    match s.store.head(bucket, key) {
+        Ok(info) => Ok(info.size),
+        Err(zvm_store::Error::NoSuchKey { .. }) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The content type and `x-zvm-meta-*` headers of a put.
@@ -421,7 +393,8 @@ pub async fn delete_object(
 ) -> Result<StatusCode, ApiError> {
     s.tenants.check_bucket(&caller, &bucket)?;
     let freed = if s.tenants.enabled() {
-        replaced_size(&s, &bucket, &key).await?
+        let (shared, b, k) = (s.clone(), bucket.clone(), key.clone());
+        blocking(move || stored_size(&shared, &b, &k)).await?
     } else {
         0
     };

@@ -181,10 +181,6 @@ impl Caller {
         Caller(None)
     }
 
-    pub fn tenant(&self) -> Option<&Tenant> {
-        self.0.as_deref()
-    }
-
     /// The tenant's name; `""` for the anonymous caller.
     pub fn name(&self) -> &str {
         self.0.as_ref().map_or("", |t| t.name())
@@ -380,11 +376,7 @@ impl Tenants {
 
     /// Refuses a caller that may not use `bucket` (403); reserved buckets are nobody's.
     pub fn check_bucket(&self, caller: &Caller, bucket: &str) -> Result<(), ApiError> {
-        if bucket.starts_with(RESERVED_PREFIX) {
-            return Err(ApiError::Forbidden(format!(
-                "bucket `{bucket}`: names starting with `{RESERVED_PREFIX}` are reserved for the server"
-            )));
-        }
+        self.check_new_bucket(bucket)?;
         if caller.is_admin() {
             return Ok(());
         }
@@ -490,11 +482,7 @@ impl Tenants {
         }
         let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
         for &(bucket, key, size) in outputs {
-            let replaced = match s.store.head(bucket, key) {
-                Ok(info) => info.size,
-                Err(zvm_store::Error::NoSuchKey { .. }) => 0,
-                Err(e) => return Err(e.into()),
-            };
+            let replaced = crate::objects::stored_size(s, bucket, key)?;
             *deltas.entry(bucket.to_owned()).or_default() += size as i64 - replaced as i64;
         }
         for (bucket, delta) in &deltas {
