@@ -461,15 +461,7 @@ pub async fn run(
         return crate::zapps::run(s, caller, request, body, defer).await;
     }
     // Missing objects and buckets are found before a VM is taken.
-    for (_, object) in &request.inputs {
-        s.store.head(&object.bucket, &object.key)?;
-    }
-    if let Some(program) = &request.program {
-        s.store.head(&program.bucket, &program.key)?;
-    }
-    for (_, object) in &request.outputs {
-        s.store.list(&object.bucket, "", None, 0)?;
-    }
+    check_objects_exist(&s, &request).await?;
     let label = request
         .program
         .as_ref()
@@ -597,6 +589,37 @@ impl IntoResponse for Completed {
         r.headers_mut().extend(self.headers);
         r
     }
+}
+
+/// Refuses a request naming an input or program object that does not exist, or an output
+/// in a bucket that does not: found before a VM is taken. On the blocking pool, as every
+/// store call (an S3 backend makes a round trip).
+pub(crate) async fn check_objects_exist(
+    s: &Arc<Shared>,
+    request: &RunRequest,
+) -> Result<(), ApiError> {
+    let reads: Vec<ObjectRef> = request
+        .inputs
+        .iter()
+        .map(|(_, o)| o.clone())
+        .chain(request.program.clone())
+        .collect();
+    let outputs: Vec<String> = request
+        .outputs
+        .iter()
+        .map(|(_, o)| o.bucket.clone())
+        .collect();
+    let s = s.clone();
+    crate::objects::blocking(move || {
+        for object in &reads {
+            s.store.head(&object.bucket, &object.key)?;
+        }
+        for bucket in &outputs {
+            s.store.list(bucket, "", None, 0)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Checks that `caller` may use every bucket `request` names, and sets its fuel and memory

@@ -338,14 +338,12 @@ pub fn manifest_for(
 pub async fn run(
     s: Arc<Shared>,
     caller: Caller,
-    mut request: RunRequest,
+    request: RunRequest,
     body: Bytes,
     defer: bool,
 ) -> Result<Response, ApiError> {
-    // Within the caller's quotas, whoever called (`exec::authorize` did so for `/v1/run`;
-    // doing it again is harmless).
-    request.fuel = Some(caller.fuel(request.fuel, s.config.max_fuel)?);
-    request.memory = Some(caller.memory(request.memory, s.config.max_memory)?);
+    // `exec::run` has checked the caller's buckets and set fuel and memory within its
+    // quotas (`exec::authorize`).
     if request.program.is_some() {
         return Err(ApiError::bad(
             "program",
@@ -355,12 +353,8 @@ pub async fn run(
     if let Some(zapp) = &request.zapp {
         s.tenants.check_bucket(&caller, &zapp.bucket)?;
     }
-    for (_, object) in &request.inputs {
-        s.store.head(&object.bucket, &object.key)?;
-    }
-    for (_, object) in &request.outputs {
-        s.store.list(&object.bucket, "", None, 0)?;
-    }
+    // Missing input objects and output buckets are found before a VM is taken.
+    crate::exec::check_objects_exist(&s, &request).await?;
     // Reading, unpacking and compiling block; a bad zapp is refused before any VM is taken.
     let shared = s.clone();
     let source = request.zapp.clone();
