@@ -383,6 +383,7 @@ fn resolve_store(
                 access_key_id,
                 secret_access_key,
                 allow_http,
+                writer: None,
             }))
         }
         other => Err(value(

@@ -281,11 +281,11 @@ impl Drop for S3Batch<'_> {
 }
 
 fn staged_path(store: &S3Store, batch: &str, n: u64) -> Path {
-    store.path(&format!("staging/{batch}/{n}"))
+    store.own_path(&format!("staging/{batch}/{n}"))
 }
 
 fn record_path(store: &S3Store, batch: &str) -> Path {
-    store.path(&format!("commits/{batch}"))
+    store.own_path(&format!("commits/{batch}"))
 }
 
 /// Carries out a committed batch's record (again): copies, deletes, then removes the staged
@@ -352,10 +352,11 @@ async fn apply(
 }
 
 /// Rolls forward every committed batch (in the order they were made) and deletes every
-/// staged object left by a batch that never committed.
+/// staged object left by a batch that never committed: this writer's own, the only ones it
+/// may judge (another writer's batch may be in flight).
 pub(crate) fn recover(store: &S3Store) -> Result<()> {
-    let commits = store.path("commits");
-    let staging = store.path("staging");
+    let commits = store.own_path("commits");
+    let staging = store.own_path("staging");
     store.block_on(async {
         let mut records: Vec<Path> = store
             .s3

@@ -15,6 +15,8 @@
 //!   staging/<batch>/<n>             the puts of a batch, uploaded before it commits
 //!   commits/<batch>                 a batch's commit record, from its commit point until
 //!                                   it is fully applied
+//!   writers/<w>/staging/<batch>/<n> the same two, for the process whose writer id
+//!   writers/<w>/commits/<batch>     (`S3Config::writer`) is `w`
 //! ```
 //!
 //! All zvm buckets share one S3 bucket, named in the configuration, rather than each being
@@ -65,15 +67,25 @@
 //!
 //! ## Concurrency and what the backend assumes
 //!
-//! [`S3Store`] is `Send + Sync`. One process per prefix: like the embedded store's lock
-//! file, this is what makes it safe for `open` to delete staged objects and replay records,
-//! but S3 offers no lock, so it is up to the deployment (a cluster must give each writer its
-//! own prefix, or add a lease). Within the process, a lock keeps single puts and deletes out
-//! of a batch from its commit point until its record is gone, for the reason the embedded
-//! store gives: a replay after a crash must not overwrite a newer put. Checks that span
-//! requests are not atomic: a bucket deleted while a put to it is in flight may leave that
-//! object behind (it reappears if the bucket is created again), and two processes creating
-//! one bucket at once both succeed.
+//! [`S3Store`] is `Send + Sync`. What `open` recovers (deleting staged objects, replaying
+//! records) is safe only if no other process is writing a batch in the same place at the
+//! time, and S3 offers no lock to make sure: like the embedded store's lock file, one writer
+//! per namespace is assumed. Without a writer id the namespace is the prefix's root, so one
+//! process per prefix. Several processes may share a prefix, and so its buckets and objects
+//! (a cluster's nodes do), when each has a writer id of its own ([`S3Config::writer`]): a
+//! writer's batches stage and commit under `writers/<id>/`, and its `open` recovers that
+//! namespace only, so a node that restarts neither deletes another's uncommitted staging nor
+//! replays another's record while that node is applying it. Two processes with one writer id
+//! are one writer twice: the deployment must not do that (a node id unique in the cluster is
+//! a good writer id). The objects themselves are shared: a single put racing a batch of
+//! another writer on the same key ends with whichever lands last (last writer wins), as two
+//! puts from two S3 clients do.
+//!
+//! Within the process, a lock keeps single puts and deletes out of a batch from its commit
+//! point until its record is gone, for the reason the embedded store gives: a replay after a
+//! crash must not overwrite a newer put. Checks that span requests are not atomic: a bucket
+//! deleted while a put to it is in flight may leave that object behind (it reappears if the
+//! bucket is created again), and two processes creating one bucket at once both succeed.
 //!
 //! ## Blocking API over an async client
 //!
@@ -165,6 +177,32 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     /// Allows an `http://` endpoint (a test server, a service on loopback).
     pub allow_http: bool,
+    /// This process's writer id, when several processes share the prefix: its batches then
+    /// stage and commit under `writers/<writer>/`, and [`S3Store::open`] recovers only that
+    /// namespace. Lowercase letters, digits and `-`, 1 to [`MAX_WRITER_ID`] bytes. `None`:
+    /// the one writer of the prefix, at its root.
+    pub writer: Option<String>,
+}
+
+/// The longest writer id: room for a host name or a node id, well within S3's key length.
+pub const MAX_WRITER_ID: usize = 64;
+
+/// Checks a writer id (see [`S3Config::writer`]); the reason it is refused.
+fn check_writer(writer: &str) -> std::result::Result<(), String> {
+    if writer.is_empty() || writer.len() > MAX_WRITER_ID {
+        return Err(format!(
+            "writer id `{writer}` must be 1 to {MAX_WRITER_ID} bytes long"
+        ));
+    }
+    if let Some(c) = writer
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "writer id `{writer}` may hold only lowercase letters, digits and `-`, not {c:?}"
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for S3Config {
@@ -180,6 +218,7 @@ impl fmt::Debug for S3Config {
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
             .field("allow_http", &self.allow_http)
+            .field("writer", &self.writer)
             .finish()
     }
 }
@@ -266,6 +305,9 @@ pub struct S3Store {
     bucket: String,
     /// `<prefix>/`, or empty.
     root: String,
+    /// Where this process's batches stage and commit, under `root`: `writers/<writer>/`, or
+    /// empty for the prefix's one writer.
+    own: String,
     /// Held shared by single puts and deletes at the moment they land, and exclusively by a
     /// batch from its commit point until its record is gone (see the module documentation).
     landing: RwLock<()>,
@@ -278,13 +320,15 @@ impl fmt::Debug for S3Store {
         f.debug_struct("S3Store")
             .field("bucket", &self.bucket)
             .field("root", &self.root)
+            .field("own", &self.own)
             .finish_non_exhaustive()
     }
 }
 
 impl S3Store {
     /// Connects to the S3 bucket of `config`, checks that it answers, and recovers from a
-    /// crash: rolls forward committed batches and deletes the staged objects of the others.
+    /// crash: rolls forward committed batches and deletes the staged objects of the others
+    /// (of this writer only, with [`S3Config::writer`]).
     pub fn open(config: &S3Config) -> Result<S3Store> {
         let invalid = |reason: String| Error::Backend {
             op: "configure",
@@ -302,6 +346,9 @@ impl S3Store {
                     "prefix `{prefix}` must not start or end with `/`"
                 )));
             }
+        }
+        if let Some(writer) = &config.writer {
+            check_writer(writer).map_err(invalid)?;
         }
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
@@ -335,6 +382,10 @@ impl S3Store {
             } else {
                 format!("{prefix}/")
             },
+            own: match &config.writer {
+                Some(writer) => format!("writers/{writer}/"),
+                None => String::new(),
+            },
             landing: RwLock::new(()),
             next_id: AtomicU64::new(0),
         };
@@ -358,6 +409,18 @@ impl S3Store {
     /// The S3 key of `rest`, under the store's prefix.
     fn path(&self, rest: &str) -> Path {
         Path::parse(format!("{}{rest}", self.root)).expect("keys are encoded to valid paths")
+    }
+
+    /// The S3 key of `rest` in this writer's own namespace (its staging and commits).
+    fn own_path(&self, rest: &str) -> Path {
+        self.path(&format!("{}{rest}", self.own))
+    }
+
+    /// This store's writer id ([`S3Config::writer`]).
+    pub fn writer(&self) -> Option<&str> {
+        self.own
+            .strip_prefix("writers/")
+            .and_then(|w| w.strip_suffix('/'))
     }
 
     fn marker_path(&self, bucket: &str) -> Path {

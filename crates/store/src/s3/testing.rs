@@ -117,6 +117,7 @@ impl SeaweedFs {
             access_key_id: Some(ACCESS_KEY_ID.into()),
             secret_access_key: Some(SECRET_ACCESS_KEY.into()),
             allow_http: true,
+            writer: None,
         }
     }
 

@@ -506,3 +506,88 @@ fn an_unreachable_service_is_a_backend_error_that_names_it() {
     .unwrap_err();
     assert!(err.to_string().contains("no S3 bucket"), "{err}");
 }
+
+#[test]
+fn a_writer_recovers_only_its_own_batches_and_leaves_another_writers_alone() {
+    let Some(server) = server() else { return };
+    let prefix = format!("writers-{}", std::process::id());
+    let writer = |w: &str| S3Config {
+        writer: Some(w.into()),
+        ..server.config(&prefix)
+    };
+    let (config_a, config_b) = (writer("node-a"), writer("node-b"));
+    let a = S3Store::open(&config_a).unwrap();
+    assert_eq!(a.writer(), Some("node-a"));
+    a.create_bucket("bkt").unwrap();
+
+    // Writer A: one batch past its commit point, one staged and never committed.
+    let mut batch = a.batch();
+    let out = batch
+        .put("bkt", "out/a", &b"AAA"[..], meta(Some("text/plain"), &[]))
+        .unwrap();
+    batch.commit_stopping_after_record().unwrap();
+    let mut lost = a.batch();
+    lost.put("bkt", "never", &b"N"[..], PutMeta::default())
+        .unwrap();
+    std::mem::forget(lost);
+    let config = server.config(&prefix);
+    assert_eq!(raw_keys(&config, "writers/node-a/commits").len(), 1);
+    assert_eq!(raw_keys(&config, "writers/node-a/staging").len(), 2);
+    assert_eq!(raw_keys(&config, "commits"), Vec::<String>::new());
+
+    // Writer B (and a process without a writer id) opening the same prefix touch neither.
+    let b = S3Store::open(&config_b).unwrap();
+    drop(S3Store::open(&config).unwrap());
+    assert_eq!(raw_keys(&config, "writers/node-a/commits").len(), 1);
+    assert_eq!(raw_keys(&config, "writers/node-a/staging").len(), 2);
+    assert!(matches!(
+        b.head("bkt", "out/a"),
+        Err(Error::NoSuchKey { .. })
+    ));
+
+    // B's own batches stage and commit in its namespace; the objects are shared.
+    let mut batch = b.batch();
+    let from_b = batch
+        .put("bkt", "out/b", &b"BB"[..], PutMeta::default())
+        .unwrap();
+    batch.commit().unwrap();
+    assert_eq!(a.head("bkt", "out/b").unwrap(), from_b);
+    assert_eq!(raw_keys(&config, "writers/node-b"), Vec::<String>::new());
+
+    // A's reopen finishes A's committed batch and deletes its uncommitted staging.
+    drop(a);
+    let a = S3Store::open(&config_a).unwrap();
+    assert_eq!(a.head("bkt", "out/a").unwrap(), out);
+    assert_eq!(b.head("bkt", "out/a").unwrap(), out);
+    assert!(matches!(
+        a.head("bkt", "never"),
+        Err(Error::NoSuchKey { .. })
+    ));
+    assert_eq!(raw_keys(&config, "writers/node-a"), Vec::<String>::new());
+}
+
+#[test]
+fn a_writer_id_is_lowercase_letters_digits_and_dashes() {
+    // Checked before anything is asked of the service, so no server is needed.
+    let config = |w: &str| S3Config {
+        endpoint: Some("http://127.0.0.1:9".into()),
+        region: "us-east-1".into(),
+        bucket: "zvm".into(),
+        allow_http: true,
+        writer: Some(w.into()),
+        ..S3Config::default()
+    };
+    for (bad, says) in [
+        ("", "1 to 64 bytes"),
+        (&"a".repeat(65), "1 to 64 bytes"),
+        ("Node-A", "not 'N'"),
+        ("node_a", "not '_'"),
+        ("node/a", "not '/'"),
+    ] {
+        let err = S3Store::open(&config(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("writer id") && err.contains(says),
+            "{bad:?}: {err}"
+        );
+    }
+}
