@@ -3,12 +3,18 @@
 //! is for clusters, whose nodes share their objects. An enum rather than a trait object:
 //! the set of backends is closed, `put` takes a generic reader, and a batch borrows its
 //! store, none of which a `dyn` trait makes simple.
+//!
+//! What only the S3 backend can do (job commits shared by several processes, an object's
+//! location in the storage service) is forwarded too, and is an error on the embedded store,
+//! which belongs to one process and lives on one disk.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::PathBuf;
 
-use crate::s3::{S3Batch, S3Config, S3Store};
-use crate::{Batch, BucketInfo, ByteRange, GetObject, ObjectInfo, ObjectStore, PutMeta, Result};
+use crate::s3::{S3Batch, S3Config, S3Store, StagedPut};
+use crate::{
+    Batch, BucketInfo, ByteRange, Error, GetObject, ObjectInfo, ObjectStore, PutMeta, Result,
+};
 
 /// Which backend to open, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +140,79 @@ impl Store {
             Store::Local(s) => StoreBatch::Local(s.batch()),
             Store::S3(s) => StoreBatch::S3(s.batch()),
         }
+    }
+
+    /// The S3 backend, if this is it.
+    pub fn s3(&self) -> Option<&S3Store> {
+        match self {
+            Store::Local(_) => None,
+            Store::S3(s) => Some(s),
+        }
+    }
+
+    /// The S3 backend, or the error for an operation (`op`) that only it has.
+    fn need_s3(&self, op: &'static str) -> Result<&S3Store> {
+        match self {
+            Store::S3(s) => Ok(s),
+            // Not a variant of its own: an `Io` error of kind `Unsupported` says it as well,
+            // and callers already map every variant.
+            Store::Local(s) => Err(Error::Io {
+                op,
+                path: s.root().to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this needs the S3 backend (`--store-backend s3`): job commits and object \
+                     locations exist only there, and this is the embedded store",
+                ),
+            }),
+        }
+    }
+
+    /// [`S3Store::put_raw`]; an error on the embedded store.
+    pub fn put_raw(&self, rel: &str, data: Vec<u8>) -> Result<()> {
+        self.need_s3("put a raw object in")?.put_raw(rel, data)
+    }
+
+    /// [`S3Store::get_raw`]; an error on the embedded store.
+    pub fn get_raw(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        self.need_s3("get a raw object from")?.get_raw(rel)
+    }
+
+    /// [`S3Store::delete_raw_prefix`]; an error on the embedded store.
+    pub fn delete_raw_prefix(&self, rel: &str) -> Result<u64> {
+        self.need_s3("delete raw objects from")?
+            .delete_raw_prefix(rel)
+    }
+
+    /// [`S3Store::stage_object`]; an error on the embedded store.
+    pub fn stage_object(
+        &self,
+        rel: &str,
+        bucket: &str,
+        key: &str,
+        data: impl Read,
+        meta: PutMeta,
+    ) -> Result<ObjectInfo> {
+        self.need_s3("stage a job's object in")?
+            .stage_object(rel, bucket, key, data, meta)
+    }
+
+    /// [`S3Store::write_commit_record`]; an error on the embedded store.
+    pub fn write_commit_record(&self, rel: &str, puts: &[StagedPut]) -> Result<()> {
+        self.need_s3("write a job commit record in")?
+            .write_commit_record(rel, puts)
+    }
+
+    /// [`S3Store::apply_commit_record`]; an error on the embedded store.
+    pub fn apply_commit_record(&self, rel: &str) -> Result<bool> {
+        self.need_s3("apply a job commit record in")?
+            .apply_commit_record(rel)
+    }
+
+    /// [`S3Store::object_location`]; an error on the embedded store.
+    pub fn object_location(&self, bucket: &str, key: &str) -> Result<(String, String)> {
+        self.need_s3("locate an object in")?
+            .object_location(bucket, key)
     }
 }
 

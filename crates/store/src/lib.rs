@@ -116,7 +116,7 @@ pub use crate::object::{
     MAX_CONTENT_TYPE_BYTES, MAX_USER_METADATA_BYTES, ObjectBody, ObjectInfo, PutMeta,
 };
 pub use crate::range::ByteRange;
-pub use crate::s3::{S3Batch, S3Config, S3Store};
+pub use crate::s3::{S3Batch, S3Config, S3Store, StagedPut};
 
 use crate::crash::crash_point;
 use crate::error::IoContext;

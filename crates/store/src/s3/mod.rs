@@ -17,6 +17,7 @@
 //!                                   it is fully applied
 //!   writers/<w>/staging/<batch>/<n> the same two, for the process whose writer id
 //!   writers/<w>/commits/<batch>     (`S3Config::writer`) is `w`
+//!   <anything else>                 raw objects of the callers: job commits (below)
 //! ```
 //!
 //! All zvm buckets share one S3 bucket, named in the configuration, rather than each being
@@ -87,6 +88,34 @@
 //! deleted while a put to it is in flight may leave that object behind (it reappears if the
 //! bucket is created again), and two processes creating one bucket at once both succeed.
 //!
+//! ## Job commits across processes
+//!
+//! A batch belongs to one process. A distributed job's outputs are written by the processes
+//! that ran its members, and one of them (or, if it dies, another) commits them; so the same
+//! redo log is offered in parts, addressed by paths relative to the prefix
+//! (`<prefix>/<rel>`) that any process can reach. The store's own top-level names
+//! ([`RESERVED`]) are refused as the first segment of such a path.
+//!
+//! 1. Every output is staged under a prefix unique to the job, say `jobs/<job>/`, with
+//!    [`S3Store::stage_object`]: uploaded complete with its zvm metadata, invisible as an
+//!    object. Each process stages what it produced and reports the path (a [`StagedPut`]).
+//! 2. The coordinator writes the record naming every staged output,
+//!    [`S3Store::write_commit_record`] (`jobs/<job>/commit`): one PUT, **the commit point**.
+//!    Before it nothing is visible; after it the outputs land whatever dies.
+//! 3. [`S3Store::apply_commit_record`] copies each staged object to its key (server-side,
+//!    with its metadata). It is idempotent: run it again after a crash, or from another
+//!    process that finds the job committed but not marked done; a staged object already
+//!    gone is skipped (its copy was made before cleanup began). It deletes nothing.
+//! 4. Once the job is marked done elsewhere (the cluster's job state), the job's prefix is
+//!    removed with [`S3Store::delete_raw_prefix`]: staged objects and record. A job that
+//!    never reached its commit point is cleaned up the same way.
+//!
+//! What this assumes: the job's state, kept outside the store, says who may apply and when
+//! the prefix may go; an apply that runs after the job is marked done and a newer put of one
+//! of its keys has landed would put the older output back, so an apply must happen only
+//! while the job is not marked done. As with a batch, readers may see some outputs and not
+//! yet others while the copies run.
+//!
 //! ## Blocking API over an async client
 //!
 //! The store's API is blocking, like the embedded store's; the S3 client is async. The
@@ -106,6 +135,7 @@
 //! exists cost one more request.
 
 mod commit;
+mod job;
 mod keys;
 pub mod testing;
 
@@ -129,6 +159,7 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 
 pub use self::commit::S3Batch;
+pub use self::job::{RESERVED, StagedPut};
 use crate::error::{Error, Result};
 use crate::names::{validate_bucket, validate_key};
 use crate::object::{self, ObjectBody, ObjectInfo, PutMeta};

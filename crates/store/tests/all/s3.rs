@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use futures_util::StreamExt;
 use object_store::ObjectStore as _;
 use zvm_store::s3::testing::SeaweedFs;
-use zvm_store::{ByteRange, Error, ObjectStore, PutMeta, S3Config, S3Store, Store};
+use zvm_store::{ByteRange, Error, ObjectStore, PutMeta, S3Config, S3Store, StagedPut, Store};
 
 use crate::support::{etag, meta};
 
@@ -588,6 +588,314 @@ fn a_writer_id_is_lowercase_letters_digits_and_dashes() {
         assert!(
             err.contains("writer id") && err.contains(says),
             "{bad:?}: {err}"
+        );
+    }
+}
+
+/// The S3 `Content-Type` of the object under the store's prefix at `rel`.
+fn raw_content_type(config: &S3Config, rel: &str) -> Option<String> {
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(config.endpoint.clone().unwrap())
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        .with_access_key_id(config.access_key_id.clone().unwrap())
+        .with_secret_access_key(config.secret_access_key.clone().unwrap())
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::parse(format!("{}/{rel}", config.prefix)).unwrap();
+    runtime.block_on(async {
+        let got = s3
+            .get_opts(
+                &path,
+                object_store::GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        got.attributes
+            .get(&object_store::Attribute::ContentType)
+            .map(|v| v.to_string())
+    })
+}
+
+#[test]
+fn a_job_commit_lands_only_when_applied_and_applies_again_harmlessly() {
+    let Some(server) = server() else { return };
+    let (config, store) = store(&server, "jobcommit");
+    store.create_bucket("two").unwrap();
+    let big_len = zvm_store::s3::SINGLE_PUT_BYTES as u64 + 4321;
+    let big_etag = {
+        let mut hasher = blake3::Hasher::new();
+        io::copy(
+            &mut Generated {
+                left: big_len,
+                state: 3,
+            },
+            &mut hasher,
+        )
+        .unwrap();
+        hasher.finalize().to_hex().to_string()
+    };
+
+    // Staged by two processes, as a job's members on two nodes would.
+    let other = S3Store::open(&S3Config {
+        writer: Some("other".into()),
+        ..config.clone()
+    })
+    .unwrap();
+    let m = meta(Some("text/csv"), &[("job", "j1")]);
+    let a = store
+        .stage_object("jobs/j1/0", "bkt", "out/a", &b"a,b\n1,2\n"[..], m.clone())
+        .unwrap();
+    let big = other
+        .stage_object(
+            "jobs/j1/1",
+            "two",
+            "out/big",
+            Generated {
+                left: big_len,
+                state: 3,
+            },
+            PutMeta::default(),
+        )
+        .unwrap();
+    assert_eq!((big.size, big.etag.as_str()), (big_len, big_etag.as_str()));
+    let puts = [
+        StagedPut {
+            bucket: "bkt".into(),
+            key: "out/a".into(),
+            staged: "jobs/j1/0".into(),
+        },
+        StagedPut {
+            bucket: "two".into(),
+            key: "out/big".into(),
+            staged: "jobs/j1/1".into(),
+        },
+    ];
+    let invisible = |store: &S3Store| {
+        assert!(matches!(
+            store.head("bkt", "out/a"),
+            Err(Error::NoSuchKey { .. })
+        ));
+        assert!(matches!(
+            store.head("two", "out/big"),
+            Err(Error::NoSuchKey { .. })
+        ));
+    };
+    invisible(&store);
+    store.write_commit_record("jobs/j1/commit", &puts).unwrap();
+    invisible(&store);
+    let record = store
+        .get_raw("jobs/j1/commit")
+        .unwrap()
+        .expect("the record");
+    assert!(String::from_utf8(record).unwrap().contains("jobs/j1/1"));
+
+    // Applied by another process, then again, then by two at once.
+    assert!(other.apply_commit_record("jobs/j1/commit").unwrap());
+    let check = |store: &S3Store| {
+        let (info, data) = read_all(store, "out/a", None);
+        assert_eq!((&info, data.as_slice()), (&a, &b"a,b\n1,2\n"[..]));
+        assert_eq!(
+            (info.content_type, info.user),
+            (m.content_type.clone(), m.user.clone())
+        );
+        let mut got = store.get("two", "out/big", None).unwrap();
+        assert_eq!(got.info, big);
+        let mut hasher = blake3::Hasher::new();
+        io::copy(&mut got.body, &mut hasher).unwrap();
+        assert_eq!(hasher.finalize().to_hex().to_string(), big_etag);
+    };
+    check(&store);
+    assert_eq!(
+        raw_content_type(&config, "objects/bkt/out.1a").as_deref(),
+        Some("text/csv")
+    );
+    assert!(store.apply_commit_record("jobs/j1/commit").unwrap());
+    std::thread::scope(|s| {
+        let one = s.spawn(|| store.apply_commit_record("jobs/j1/commit"));
+        let two = s.spawn(|| other.apply_commit_record("jobs/j1/commit"));
+        assert!(one.join().unwrap().unwrap());
+        assert!(two.join().unwrap().unwrap());
+    });
+    check(&store);
+    // Apply deletes nothing.
+    assert_eq!(raw_keys(&config, "jobs/j1").len(), 3);
+
+    // Cleanup: the staged objects and the record go, the objects stay.
+    assert_eq!(store.delete_raw_prefix("jobs/j1").unwrap(), 3);
+    assert_eq!(raw_keys(&config, "jobs/j1"), Vec::<String>::new());
+    assert!(!store.apply_commit_record("jobs/j1/commit").unwrap());
+    assert_eq!(store.get_raw("jobs/j1/commit").unwrap(), None);
+    check(&other);
+    assert_eq!(store.delete_raw_prefix("jobs/j1").unwrap(), 0);
+}
+
+#[test]
+fn a_job_commit_skips_staged_objects_already_gone_and_refuses_bad_records() {
+    let Some(server) = server() else { return };
+    let (config, store) = store(&server, "jobcommit-edges");
+
+    // No record: nothing to apply.
+    assert!(!store.apply_commit_record("jobs/none/commit").unwrap());
+
+    // A record whose staged object is gone (cleanup began after an apply): skipped.
+    store
+        .stage_object("jobs/j2/s/0", "bkt", "gone", &b"G"[..], PutMeta::default())
+        .unwrap();
+    let kept = store
+        .stage_object("jobs/j2/t/0", "bkt", "kept", &b"K"[..], PutMeta::default())
+        .unwrap();
+    let put = |key: &str, staged: &str| StagedPut {
+        bucket: "bkt".into(),
+        key: key.into(),
+        staged: staged.into(),
+    };
+    store
+        .write_commit_record(
+            "jobs/j2/commit",
+            &[put("gone", "jobs/j2/s/0"), put("kept", "jobs/j2/t/0")],
+        )
+        .unwrap();
+    assert_eq!(store.delete_raw_prefix("jobs/j2/s").unwrap(), 1);
+    assert!(store.apply_commit_record("jobs/j2/commit").unwrap());
+    assert!(matches!(
+        store.head("bkt", "gone"),
+        Err(Error::NoSuchKey { .. })
+    ));
+    assert_eq!(store.head("bkt", "kept").unwrap(), kept);
+
+    // Records that cannot be applied are refused before their commit point.
+    let err = store
+        .write_commit_record(
+            "jobs/j3/commit",
+            &[put("k", "jobs/j2/t/0"), put("k", "jobs/j2/t/0")],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("named twice"), "{err}");
+    let err = store
+        .write_commit_record(
+            "jobs/j3/commit",
+            &[StagedPut {
+                bucket: "nobucket".into(),
+                ..put("k", "jobs/j2/t/0")
+            }],
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err}");
+    assert_eq!(store.get_raw("jobs/j3/commit").unwrap(), None);
+    let err = store
+        .stage_object("jobs/j3/0", "nobucket", "k", &b""[..], PutMeta::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err}");
+
+    // A record damaged in the store is corrupt, not applied.
+    store
+        .put_raw("jobs/j4/commit", b"{\"format\":1}".to_vec())
+        .unwrap();
+    let err = store.apply_commit_record("jobs/j4/commit").unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    store
+        .put_raw(
+            "jobs/j4/commit",
+            br#"{"format":1,"puts":[{"bucket":"bkt","key":"k","staged":"objects/bkt/x"}]}"#
+                .to_vec(),
+        )
+        .unwrap();
+    let err = store.apply_commit_record("jobs/j4/commit").unwrap_err();
+    assert!(err.to_string().contains("reserved"), "{err}");
+
+    // Raw objects round trip; paths outside the caller's part of the prefix are refused.
+    store.put_raw("state/x", b"one".to_vec()).unwrap();
+    store.put_raw("state/x", b"two".to_vec()).unwrap();
+    assert_eq!(
+        store.get_raw("state/x").unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(store.get_raw("state/y").unwrap(), None);
+    for (bad, says) in [
+        ("../x", "`..`"),
+        ("/state/x", "start with `/`"),
+        ("state//x", "empty segment"),
+        ("state/", "empty segment"),
+        ("", "empty"),
+        ("objects/bkt/x", "reserved"),
+        ("commits/1", "reserved"),
+    ] {
+        for err in [
+            store.put_raw(bad, Vec::new()).unwrap_err(),
+            store.get_raw(bad).unwrap_err(),
+            store.delete_raw_prefix(bad).unwrap_err(),
+            store.apply_commit_record(bad).unwrap_err(),
+            store
+                .stage_object(bad, "bkt", "k", &b""[..], PutMeta::default())
+                .unwrap_err(),
+            store.write_commit_record(bad, &[]).unwrap_err(),
+            store
+                .write_commit_record("jobs/j5/commit", &[put("k", bad)])
+                .unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(
+                text.contains(says) && text.contains("store path"),
+                "{bad:?}: {text}"
+            );
+        }
+    }
+    let too_long = format!("state/{}", "x".repeat(1100));
+    let err = store.put_raw(&too_long, Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("S3 allows 1024"), "{err}");
+    assert_eq!(raw_keys(&config, "objects/bkt").len(), 1, "only `kept`");
+}
+
+#[test]
+fn an_object_location_is_the_s3_bucket_and_key_and_only_s3_has_job_commits() {
+    let Some(server) = server() else { return };
+    let (config, s3) = store(&server, "location");
+    assert_eq!(
+        s3.object_location("bkt", "logs/2024-01.txt").unwrap(),
+        (
+            config.bucket.clone(),
+            format!("{}/objects/bkt/logs.12024-01.0txt", config.prefix)
+        )
+    );
+    let err = s3.object_location("bkt", "").unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+
+    // Through `Store`: forwarded to S3, an error naming the store on the embedded one.
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::Local(ObjectStore::open(dir.path()).unwrap());
+    local.create_bucket("bkt").unwrap();
+    let s3 = Store::S3(s3);
+    assert!(s3.s3().is_some() && local.s3().is_none());
+    s3.put_raw("state/x", b"v".to_vec()).unwrap();
+    assert_eq!(s3.get_raw("state/x").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(s3.delete_raw_prefix("state").unwrap(), 1);
+    assert!(s3.object_location("bkt", "k").is_ok());
+    let errors = [
+        local.put_raw("state/x", Vec::new()).unwrap_err(),
+        local.get_raw("state/x").unwrap_err(),
+        local.delete_raw_prefix("state").unwrap_err(),
+        local
+            .stage_object("jobs/j/0", "bkt", "k", &b""[..], PutMeta::default())
+            .unwrap_err(),
+        local.write_commit_record("jobs/j/commit", &[]).unwrap_err(),
+        local.apply_commit_record("jobs/j/commit").unwrap_err(),
+        local.object_location("bkt", "k").unwrap_err(),
+    ];
+    for err in errors {
+        let text = err.to_string();
+        assert!(
+            text.contains("needs the S3 backend")
+                && text.contains(&dir.path().display().to_string()),
+            "{text}"
         );
     }
 }
