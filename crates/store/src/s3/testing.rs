@@ -33,8 +33,16 @@ const PORTS: usize = 10;
 #[derive(Debug)]
 pub struct SeaweedFs {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// The S3 gateway, `http://127.0.0.1:<port>`.
     pub endpoint: String,
+    /// The master, `http://127.0.0.1:<port>` (its `/dir/lookup` finds volumes).
+    pub master_url: String,
+    /// The filer's HTTP port, `http://127.0.0.1:<port>` (S3 objects are its entries under
+    /// `/buckets/`).
+    pub filer_url: String,
+    /// The one volume server as the master names it (the `url` of a `/dir/lookup` answer):
+    /// `127.0.0.1:<port>`.
+    pub volume_url: String,
     dir: tempfile::TempDir,
 }
 
@@ -101,6 +109,9 @@ impl SeaweedFs {
         let server = SeaweedFs {
             child,
             endpoint: format!("http://127.0.0.1:{}", ports[6]),
+            master_url: format!("http://127.0.0.1:{}", ports[0]),
+            filer_url: format!("http://127.0.0.1:{}", ports[4]),
+            volume_url: format!("127.0.0.1:{}", ports[2]),
             dir,
         };
         server.wait_until_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, ports[6])));
