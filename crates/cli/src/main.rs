@@ -104,6 +104,45 @@ struct ServeArgs {
     /// The object store's backend (boxed: a rarely used group of flags).
     #[command(flatten)]
     store: Box<StoreArgs>,
+    /// Cluster mode (boxed, as the store's flags).
+    #[command(flatten)]
+    cluster: Box<ClusterArgs>,
+}
+
+/// The cluster flags of `zvm serve` (`[cluster]` in the configuration file); see
+/// `docs/cluster.md`.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Join a cluster through these NATS servers (comma-separated `nats://host:port`); needs
+    /// `--store-backend s3`, a store every node shares.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    cluster: Option<Vec<String>>,
+    /// This node's id: lowercase letters, digits and `-` [default: the host name].
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
+    /// The HTTP URL other nodes use to reach this one [default: http://<listen address>].
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
+    /// Where pipes from other nodes connect [default: <listen host>:0].
+    #[arg(long, value_name = "ADDR")]
+    data_listen: Option<String>,
+    /// The SeaweedFS volume server on this host, `host:port` as its master names it: members
+    /// whose input it holds run here.
+    #[arg(long, value_name = "ADDR")]
+    volume: Option<String>,
+    /// SeaweedFS master URL, to find which volume server holds an object.
+    #[arg(long, value_name = "URL")]
+    seaweed_master: Option<String>,
+    /// SeaweedFS filer URL (its HTTP port), with `--seaweed-master`.
+    #[arg(long, value_name = "URL")]
+    seaweed_filer: Option<String>,
+    /// Time between heartbeats [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    heartbeat: Option<String>,
+    /// A node not heard from for this long is lost and its work placed elsewhere
+    /// [default: 3s].
+    #[arg(long, value_name = "DURATION")]
+    node_timeout: Option<String>,
 }
 
 /// The `--store-*` flags of `zvm serve`.
@@ -148,6 +187,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => ConfigFile::default(),
     };
     let store = *args.store;
+    let cluster = *args.cluster;
+    let cluster = zvm_server::config::ClusterFile {
+        nats: cluster.cluster,
+        node: cluster.node,
+        advertise: cluster.advertise,
+        data_listen: cluster.data_listen,
+        volume: cluster.volume,
+        seaweed_master: cluster.seaweed_master,
+        seaweed_filer: cluster.seaweed_filer,
+        heartbeat: cluster.heartbeat,
+        node_timeout: cluster.node_timeout,
+    };
     let flags = ConfigFile {
         version: None,
         listen: args.listen,
@@ -169,6 +220,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             allow_http: store.store_allow_http.then_some(true),
             ..zvm_server::config::StoreFile::default()
         }),
+        cluster: (cluster != zvm_server::config::ClusterFile::default()).then_some(cluster),
         // Tenants come from the file.
         ..ConfigFile::default()
     };

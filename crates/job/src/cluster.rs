@@ -600,7 +600,7 @@ async fn worker_async(
         endpoints,
     };
     // Deadlock detection needs the whole graph; across processes, member timeouts apply.
-    let done = crate::run_share(job, &programs, share, &txn, &monitor, options, false).await;
+    let done = crate::run_share(job, &programs, share, &txn, &monitor, options, false, None).await;
     // Writers are done, but their last bytes may still be on the way: let the senders finish
     // (a sender whose reader is gone ends on its own, with an error). Pipes from other
     // workers that never connected are of no use any more.

@@ -18,6 +18,7 @@
 //!   pipe is stopped too (wasm's own timeout only interrupts running code).
 
 pub mod cluster;
+pub mod part;
 pub mod remote;
 pub mod report;
 
@@ -135,7 +136,7 @@ pub fn run(runtime: &Runtime, job: &Job, options: &JobOptions) -> Result<JobRepo
     };
     let rt = threads(options)?;
     let members = rt.block_on(run_share(
-        job, &programs, share, &txn, &monitor, options, true,
+        job, &programs, share, &txn, &monitor, options, true, None,
     ));
     drop(rt);
     let members: Vec<MemberReport> = members.into_iter().map(|(_, m)| m).collect();
@@ -175,6 +176,7 @@ pub(crate) async fn run_share(
     monitor: &PipeMonitor,
     options: &JobOptions,
     detect_deadlocks: bool,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Vec<(usize, MemberReport)> {
     let mut captured = Vec::with_capacity(share.members.len());
     let mut ios = Vec::with_capacity(share.members.len());
@@ -212,7 +214,16 @@ pub(crate) async fn run_share(
         captured.push(cap);
         ios.push((i, io));
     }
-    let mut outcomes = drive(job, programs, ios, monitor, options, detect_deadlocks).await;
+    let mut outcomes = drive(
+        job,
+        programs,
+        ios,
+        monitor,
+        options,
+        detect_deadlocks,
+        cancel,
+    )
+    .await;
     let mut out = Vec::with_capacity(share.members.len());
     for (k, &i) in share.members.iter().enumerate() {
         let member = &job.members[i];
@@ -289,6 +300,7 @@ async fn drive(
     monitor: &PipeMonitor,
     options: &JobOptions,
     detect_deadlocks: bool,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> HashMap<usize, Outcome> {
     let mut set = tokio::task::JoinSet::new();
     let mut tasks = HashMap::new();
@@ -339,6 +351,10 @@ async fn drive(
                 let moved = monitor.transferred();
                 if let Some(f) = &options.progress {
                     f(&Progress { members: total, done, pipe_bytes: moved });
+                }
+                if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                    stop = Some("cancelled: the job's attempt was called off".into());
+                    continue;
                 }
                 let live = total - done;
                 if detect_deadlocks && live > 0 && monitor.waiting() >= live {

@@ -92,7 +92,8 @@ pub struct JobReport {
 }
 
 impl JobReport {
-    pub(crate) fn new(
+    /// A report of `members` (in member order) with totals, for one attempt in one process.
+    pub fn new(
         job: &Job,
         outcome: JobOutcome,
         members: Vec<MemberReport>,
@@ -178,7 +179,7 @@ impl JobReport {
 
 /// The outcome of a job some of whose members did not end `ok`: the first member in member
 /// order that failed by itself; members cancelled because of it come second.
-pub(crate) fn failure(members: &[MemberReport]) -> JobOutcome {
+pub fn failure(members: &[MemberReport]) -> JobOutcome {
     let failed = |m: &&MemberReport| !m.report.as_ref().is_some_and(|r| r.state.is_ok());
     let own = members
         .iter()

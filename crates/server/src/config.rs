@@ -91,6 +91,8 @@ pub struct ConfigFile {
     pub tenant: Vec<crate::tenants::TenantFile>,
     /// `[store]`: where objects live; the embedded store in `data_dir` when absent.
     pub store: Option<StoreFile>,
+    /// `[cluster]`: join a cluster of nodes ([`crate::cluster`]); a single node when absent.
+    pub cluster: Option<ClusterFile>,
 }
 
 /// The checked configuration the server runs with.
@@ -109,6 +111,8 @@ pub struct ServerConfig {
     pub tenants: Vec<crate::tenants::TenantConfig>,
     /// The object store's backend.
     pub store: StoreBackend,
+    /// Cluster mode, when configured.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for ServerConfig {
@@ -186,6 +190,10 @@ impl ConfigFile {
                 (Some(file), Some(flags)) => Some(file.merge(flags)),
                 (file, flags) => flags.or(file),
             },
+            cluster: match (self.cluster, over.cluster) {
+                (Some(file), Some(flags)) => Some(file.merge(flags)),
+                (file, flags) => flags.or(file),
+            },
         }
     }
 
@@ -233,7 +241,7 @@ impl ConfigFile {
                 ),
             ));
         }
-        Ok(ServerConfig {
+        ServerConfig {
             listen,
             data_dir: self
                 .data_dir
@@ -246,9 +254,162 @@ impl ConfigFile {
             max_fuel,
             max_memory,
             tenants: crate::tenants::resolve(&self.tenant)?,
+            cluster: match self.cluster {
+                Some(c) if c.nats.as_ref().is_some_and(|n| !n.is_empty()) => Some(c.resolve()?),
+                Some(c) if c != ClusterFile::default() => {
+                    return Err(value(
+                        "cluster.nats",
+                        "cluster keys are set but no NATS server is: give `--cluster URL`".into(),
+                    ));
+                }
+                _ => None,
+            },
             store: resolve_store(self.store.unwrap_or_default(), |name| {
                 std::env::var(name).ok()
             })?,
+        }
+        .check_cluster()
+    }
+}
+
+impl ServerConfig {
+    /// Cluster mode needs a store every node shares, and each node writes its batches under
+    /// its own id there.
+    fn check_cluster(mut self) -> Result<ServerConfig, ConfigError> {
+        if let Some(c) = &self.cluster {
+            match &mut self.store {
+                StoreBackend::S3(s3) => s3.writer = Some(c.node.clone()),
+                StoreBackend::Local => {
+                    return Err(ConfigError::Value {
+                        key: "store.backend",
+                        message: "cluster mode needs a store every node shares: \
+                                  `--store-backend s3` (and its endpoint and bucket)"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// The `[cluster]` section as written (every key also a flag of `zvm serve`):
+///
+/// ```toml
+/// [cluster]
+/// nats = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]   # turns cluster mode on
+/// node = "node-1"                          # default: the host name
+/// advertise = "http://10.0.0.1:8080"       # how other nodes reach this one
+/// data_listen = "10.0.0.1:7000"            # pipes from other nodes; default <listen host>:0
+/// volume = "10.0.0.1:8080"                 # this host's SeaweedFS volume server
+/// seaweed_master = "http://10.0.0.9:9333"  # to find which volume server holds an object
+/// seaweed_filer = "http://10.0.0.9:8888"
+/// heartbeat = "1s"
+/// node_timeout = "3s"                      # a node not heard for this long is lost
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub nats: Option<Vec<String>>,
+    pub node: Option<String>,
+    pub advertise: Option<String>,
+    pub data_listen: Option<String>,
+    pub volume: Option<String>,
+    pub seaweed_master: Option<String>,
+    pub seaweed_filer: Option<String>,
+    pub heartbeat: Option<String>,
+    pub node_timeout: Option<String>,
+}
+
+/// Default time between heartbeats.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Default time after which a silent node is lost: three heartbeats.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The checked `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub nats: Vec<String>,
+    pub node: String,
+    pub advertise: Option<String>,
+    pub data_listen: Option<String>,
+    pub volume: Option<String>,
+    pub seaweed_master: Option<String>,
+    pub seaweed_filer: Option<String>,
+    pub heartbeat: Duration,
+    pub node_timeout: Duration,
+}
+
+impl ClusterFile {
+    /// `over`'s keys where set, else this section's.
+    pub fn merge(self, over: ClusterFile) -> ClusterFile {
+        ClusterFile {
+            nats: over.nats.or(self.nats),
+            node: over.node.or(self.node),
+            advertise: over.advertise.or(self.advertise),
+            data_listen: over.data_listen.or(self.data_listen),
+            volume: over.volume.or(self.volume),
+            seaweed_master: over.seaweed_master.or(self.seaweed_master),
+            seaweed_filer: over.seaweed_filer.or(self.seaweed_filer),
+            heartbeat: over.heartbeat.or(self.heartbeat),
+            node_timeout: over.node_timeout.or(self.node_timeout),
+        }
+    }
+
+    fn resolve(self) -> Result<ClusterSettings, ConfigError> {
+        let value = |key, message: String| ConfigError::Value { key, message };
+        let nats = self.nats.unwrap_or_default();
+        for url in &nats {
+            if !url.starts_with("nats://") && !url.starts_with("tls://") {
+                return Err(value(
+                    "cluster.nats",
+                    format!("`{url}` is not a NATS URL like `nats://10.0.0.1:4222`"),
+                ));
+            }
+        }
+        let node = match self.node {
+            Some(n) => n,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_ascii_lowercase())
+                .unwrap_or_else(|_| "node".into()),
+        };
+        zvm_cluster::validate_node_id(&node).map_err(|m| value("cluster.node", m))?;
+        let duration = |key, text: Option<&str>, default: Duration| match text {
+            None => Ok(default),
+            Some(t) => zvm_manifest::parse_duration(t).map_err(|m| value(key, m)),
+        };
+        let heartbeat = duration(
+            "cluster.heartbeat",
+            self.heartbeat.as_deref(),
+            DEFAULT_HEARTBEAT,
+        )?;
+        let node_timeout = duration(
+            "cluster.node_timeout",
+            self.node_timeout.as_deref(),
+            DEFAULT_NODE_TIMEOUT,
+        )?;
+        if heartbeat.is_zero() || node_timeout < heartbeat * 2 {
+            return Err(value(
+                "cluster.node_timeout",
+                format!("{node_timeout:?} must be at least two heartbeats ({heartbeat:?} each)"),
+            ));
+        }
+        if self.seaweed_master.is_some() != self.seaweed_filer.is_some() {
+            return Err(value(
+                "cluster.seaweed_master",
+                "give both `seaweed_master` and `seaweed_filer`, or neither".into(),
+            ));
+        }
+        Ok(ClusterSettings {
+            nats,
+            node,
+            advertise: self.advertise,
+            data_listen: self.data_listen,
+            volume: self.volume,
+            seaweed_master: self.seaweed_master,
+            seaweed_filer: self.seaweed_filer,
+            heartbeat,
+            node_timeout,
         })
     }
 }

@@ -377,12 +377,20 @@ pub async fn list(State(s): State<Arc<Shared>>, Extension(caller): Extension<Cal
     Json(json!({ "jobs": jobs })).into_response()
 }
 
+/// The cluster node, when `id` names a cluster job (`cj-...`), kept in NATS rather than here.
+fn cluster_job<'s>(s: &'s Shared, id: &str) -> Option<&'s Arc<crate::cluster::Node>> {
+    s.cluster.get().filter(|_| id.starts_with("cj-"))
+}
+
 /// `GET /v1/jobs/{id}`: the status, with the report once finished.
 pub async fn status(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(node) = cluster_job(&s, &id) {
+        return crate::cluster::status(node, &caller, &id).await;
+    }
     let inner = s.deferred.lock();
     let e = inner
         .entries
@@ -399,6 +407,9 @@ pub async fn result(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(node) = cluster_job(&s, &id) {
+        return crate::cluster::result(&s, node, &caller, &id).await;
+    }
     let inner = s.deferred.lock();
     let e = inner
         .entries

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// A deployed endpoint answered with something that is not a valid CGI response.
     #[error("{0}")]
     BadGateway(String),
+    /// The cluster cannot be reached, or this node lost a job to another (cluster mode).
+    #[error("{0}")]
+    Unavailable(String),
     /// No route for this method and path.
     #[error("no route for {method} `{path}`")]
     NoRoute { method: String, path: String },
@@ -113,6 +116,7 @@ impl ApiError {
             ApiError::NoRoute { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

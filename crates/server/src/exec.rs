@@ -460,6 +460,14 @@ pub async fn run(
     if request.zapp.is_some() || crate::zapps::is_zapp_body(&headers) {
         return crate::zapps::run(s, caller, request, body, defer).await;
     }
+    if !defer
+        && let Some(node) = s.cluster.get()
+        && let Some(peer) = node.peer_for_run(&s, &headers)
+    {
+        return node
+            .forward_run(&peer, query.as_deref().unwrap_or(""), &headers, body)
+            .await;
+    }
     // Missing objects and buckets are found before a VM is taken.
     check_objects_exist(&s, &request).await?;
     let label = request

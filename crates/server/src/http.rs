@@ -24,6 +24,9 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// that logs stay readable.
 pub const MAX_REQUEST_ID: usize = 128;
 
+/// The header naming the cluster node that answered (cluster mode).
+pub const NODE_HEADER: &str = "x-zvm-node";
+
 /// Time a request may take beyond twice `request_timeout` (a run's wait for a VM, then its
 /// run) before the server gives up on it: committing outputs and sending headers.
 pub const REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -34,6 +37,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(status::index))
         .route("/ui/{file}", get(status::asset))
         .route("/v1/status", get(status::status))
+        .route("/v1/cluster", get(cluster_status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/buckets", get(objects::list_buckets))
@@ -89,19 +93,31 @@ async fn no_route(request: Request) -> ApiError {
 }
 
 /// `GET /healthz`: 200 while the server serves.
+/// `GET /v1/cluster`: this node and the nodes it hears (404 on a single server).
+async fn cluster_status(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let node = s
+        .cluster
+        .get()
+        .ok_or_else(|| ApiError::NotFound("this server is not in a cluster".into()))?;
+    Ok(axum::Json(node.status_json()).into_response())
+}
+
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// `GET /metrics`: the Prometheus text format.
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let text = s.metrics.render(Gauges {
+    let mut text = s.metrics.render(Gauges {
         vms_in_flight: s.admission.in_flight(),
         max_vms: s.admission.max_vms(),
         queue_depth: s.admission.waiting(),
         queue_capacity: s.admission.queue(),
         programs_cached: s.programs.len(),
     });
+    if let Some(node) = s.cluster.get() {
+        text.push_str(&crate::metrics::render_cluster(&node.cluster));
+    }
     (
         StatusCode::OK,
         [(
@@ -181,5 +197,12 @@ async fn observe(State(s): State<Arc<Shared>>, request: Request, next: Next) -> 
         );
     });
     response.headers_mut().insert(REQUEST_ID, id);
+    // On a cluster, which node answered (a forwarded run keeps the node that ran it).
+    if let Some(node) = s.cluster.get()
+        && !response.headers().contains_key(NODE_HEADER)
+        && let Ok(v) = axum::http::HeaderValue::from_str(node.cluster.id())
+    {
+        response.headers_mut().insert(NODE_HEADER, v);
+    }
     response
 }

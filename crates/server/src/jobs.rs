@@ -67,7 +67,7 @@ pub const MAX_JOB_OBJECTS: usize = 1000;
 pub struct JobRuntime(std::sync::OnceLock<zvm_vm::Runtime>);
 
 impl JobRuntime {
-    fn get(&self, s: &Shared) -> Result<&zvm_vm::Runtime, ApiError> {
+    pub(crate) fn get(&self, s: &Shared) -> Result<&zvm_vm::Runtime, ApiError> {
         if let Some(r) = self.0.get() {
             return Ok(r);
         }
@@ -92,12 +92,15 @@ pub enum Programs {
 }
 
 /// A job read, its inputs copied, ready to run.
-struct Prepared {
-    job: Job,
+pub(crate) struct Prepared {
+    pub(crate) job: Job,
     /// Removed when dropped.
-    scratch: tempfile::TempDir,
+    pub(crate) scratch: tempfile::TempDir,
     /// Each output file and the object it becomes.
-    outputs: Vec<(PathBuf, ObjectRef)>,
+    pub(crate) outputs: Vec<(PathBuf, ObjectRef)>,
+    /// Every object the job reads (`bucket/key`) and its etag at the time it was copied: a
+    /// cluster's nodes check that they all read the same versions.
+    pub(crate) reads: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /v1/jobs`.
@@ -153,6 +156,9 @@ pub async fn post(
         content_type.contains("json") || text.trim_start().starts_with('{')
     });
     let origin = if json { "job.json" } else { "job.toml" };
+    if let Some(node) = s.cluster.get() {
+        return crate::cluster::submit(&s, node, &caller, &text, origin, report_json, defer).await;
+    }
     submit(
         &s,
         &caller,
@@ -248,12 +254,20 @@ fn glob(pattern: &str, key: &str) -> bool {
 }
 
 /// Copies object `o` to `<scratch>/<bucket>/<key>`.
-fn fetch(s: &Shared, scratch: &Path, o: &ObjectRef) -> Result<(), ApiError> {
+fn fetch(
+    s: &Shared,
+    scratch: &Path,
+    o: &ObjectRef,
+    reads: &std::cell::RefCell<std::collections::BTreeMap<String, String>>,
+) -> Result<(), ApiError> {
     let dest = scratch.join(&o.bucket).join(&o.key);
     if dest.exists() {
         return Ok(());
     }
     let mut got = s.store.get(&o.bucket, &o.key, None)?;
+    reads
+        .borrow_mut()
+        .insert(o.to_string(), got.info.etag.clone());
     let io = |e: std::io::Error| ApiError::Internal(format!("copying `{o}` for the job: {e}"));
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
@@ -265,7 +279,7 @@ fn fetch(s: &Shared, scratch: &Path, o: &ObjectRef) -> Result<(), ApiError> {
 
 /// Reads the job, checks every path it names, copies its inputs (and programs) into a
 /// scratch directory and resolves it there.
-fn prepare(
+pub(crate) fn prepare(
     s: &Shared,
     caller: &Caller,
     text: &str,
@@ -278,6 +292,7 @@ fn prepare(
         .tempdir_in(&s.runs_dir)
         .map_err(|e| ApiError::Internal(format!("creating the job's directory: {e}")))?;
     let root = scratch.path();
+    let reads = std::cell::RefCell::new(std::collections::BTreeMap::new());
     let mut fetched = 0usize;
     let mut count = |n: usize| -> Result<(), ApiError> {
         fetched += n;
@@ -338,7 +353,7 @@ fn prepare(
                 let o = object_path(p, at)?;
                 s.tenants.check_bucket(caller, &o.bucket)?;
                 count(1)?;
-                fetch(s, root, &o)?;
+                fetch(s, root, &o, &reads)?;
             }
         }
         for (k, c) in g
@@ -373,6 +388,7 @@ fn prepare(
                                             bucket: o.bucket.clone(),
                                             key: info.key.clone(),
                                         },
+                                        &reads,
                                     )?;
                                 }
                             }
@@ -386,7 +402,7 @@ fn prepare(
                         })?;
                     } else {
                         count(1)?;
-                        fetch(s, root, &o)?;
+                        fetch(s, root, &o, &reads)?;
                     }
                 }
                 "write" | "random-write" => {
@@ -516,6 +532,7 @@ fn prepare(
         job,
         scratch,
         outputs,
+        reads: reads.into_inner(),
     })
 }
 
@@ -589,6 +606,7 @@ fn run_prepared(
         job,
         scratch,
         outputs,
+        ..
     } = prepared;
     let id = format!(
         "job-{}",

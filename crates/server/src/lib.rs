@@ -23,6 +23,7 @@
 //! The API is described in the crate's `README.md`.
 
 pub mod activity;
+pub mod cluster;
 pub mod config;
 pub mod deferred;
 pub mod endpoints;
@@ -74,6 +75,8 @@ pub struct Shared {
     pub runs_dir: PathBuf,
     /// Numbers the request ids this server makes up.
     pub(crate) next_request: std::sync::atomic::AtomicU64,
+    /// This server as a node of a cluster (cluster mode only; set once it has joined).
+    pub cluster: std::sync::OnceLock<Arc<cluster::Node>>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -135,6 +138,7 @@ impl Server {
             runs_dir,
             next_request: Default::default(),
             tenants: tenants::Tenants::new(&config_tenants),
+            cluster: std::sync::OnceLock::new(),
         });
         // On the blocking pool, as every store call (the S3 backend blocks on its runtime).
         let reading = shared.clone();
@@ -142,6 +146,12 @@ impl Server {
             .await
             .context("reading the bucket owners")?
             .map_err(|e| anyhow::anyhow!("reading the bucket owners: {e}"))?;
+        if let Some(settings) = shared.config.cluster.clone() {
+            let node = cluster::Node::start(&shared, &settings, listener.local_addr()?)
+                .await
+                .context("joining the cluster")?;
+            let _ = shared.cluster.set(node);
+        }
         Ok(Server { shared, listener })
     }
 
@@ -163,6 +173,9 @@ impl Server {
             .context("serving HTTP")?;
         tracing::info!("no more connections; waiting for VMs in flight");
         self.shared.admission.drain().await;
+        if let Some(node) = self.shared.cluster.get() {
+            node.cluster.leave().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

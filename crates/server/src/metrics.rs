@@ -35,6 +35,55 @@ pub struct Gauges {
     pub programs_cached: usize,
 }
 
+/// The cluster's gauges: nodes by liveness, each node's VMs from its last heartbeat.
+pub fn render_cluster(cluster: &zvm_cluster::Cluster) -> String {
+    use std::fmt::Write;
+    let nodes = cluster.nodes();
+    let alive = nodes.iter().filter(|n| n.alive).count();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP zvm_cluster_connected Whether this node is connected to NATS.\n\
+         # TYPE zvm_cluster_connected gauge\nzvm_cluster_connected {}",
+        u8::from(cluster.connected())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP zvm_cluster_nodes Nodes this node has heard of, by liveness.\n\
+         # TYPE zvm_cluster_nodes gauge\n\
+         zvm_cluster_nodes{{state=\"alive\"}} {alive}\n\
+         zvm_cluster_nodes{{state=\"lost\"}} {}",
+        nodes.len() - alive
+    );
+    let _ = writeln!(
+        out,
+        "# HELP zvm_cluster_node_vms VMs running or waiting on each node (its last heartbeat).\n\
+         # TYPE zvm_cluster_node_vms gauge"
+    );
+    for n in &nodes {
+        let _ = writeln!(
+            out,
+            "zvm_cluster_node_vms{{node=\"{}\"}} {}",
+            escape(&n.info.id),
+            n.info.running
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP zvm_cluster_node_max_vms VMs each node runs at once.\n\
+         # TYPE zvm_cluster_node_max_vms gauge"
+    );
+    for n in &nodes {
+        let _ = writeln!(
+            out,
+            "zvm_cluster_node_max_vms{{node=\"{}\"}} {}",
+            escape(&n.info.id),
+            n.info.max_vms
+        );
+    }
+    out
+}
+
 impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

@@ -186,6 +186,20 @@ impl Caller {
         self.0.as_ref().map_or("", |t| t.name())
     }
 
+    /// The caller acting for tenant `name` (`""` for an open server's anonymous caller):
+    /// how a cluster node runs its part of a job another node accepted. `None` when this
+    /// node does not know the tenant.
+    pub fn named(tenants: &Tenants, name: &str) -> Option<Caller> {
+        if name.is_empty() {
+            return (!tenants.enabled()).then(Caller::open);
+        }
+        tenants
+            .by_token
+            .values()
+            .find(|t| t.name() == name)
+            .map(|t| Caller(Some(t.clone())))
+    }
+
     /// Whether the caller may see and use everything: an open server's caller, or an admin.
     pub fn is_admin(&self) -> bool {
         self.0.as_ref().is_none_or(|t| t.config.admin)
