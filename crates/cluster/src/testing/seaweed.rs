@@ -39,6 +39,10 @@ const VOLUME_SIZE_LIMIT_MB: u32 = 64;
 /// The most volumes a volume server holds (the default, 8, is also what it preallocates
 /// room for in its index; it costs nothing on disk until written).
 const MAX_VOLUMES: u32 = 8;
+/// The free disk space below which a volume server turns its volumes read-only and takes no
+/// new ones. Its default, 1% of the disk, is gigabytes on a large disk that builds have
+/// nearly filled; the tests write megabytes.
+const MIN_FREE_SPACE: &str = "128MiB";
 /// Writable volumes of [`BUCKET`]'s collection grown on each volume server at start.
 pub const VOLUMES_AT_START: u32 = 2;
 /// The gRPC port of a SeaweedFS server whose HTTP port is `port`.
@@ -160,6 +164,7 @@ impl SeaweedCluster {
                     format!("-port.grpc={}", port + GRPC_OFFSET),
                     format!("-dir={}", volume_dir.display()),
                     format!("-max={MAX_VOLUMES}"),
+                    format!("-minFreeSpace={MIN_FREE_SPACE}"),
                     format!("-master={}", cluster.master_flag),
                 ],
                 cluster.dir.path(),
