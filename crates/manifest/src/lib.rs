@@ -29,7 +29,9 @@ mod units;
 use std::path::Path;
 
 pub use error::Error;
-pub use job::{DEFAULT_RETRIES, MAX_JOB_NAME_LEN, MAX_MEMBERS, MAX_PIPES, MAX_RETRIES};
+pub use job::{
+    DEFAULT_RETRIES, MAX_JOB_NAME_LEN, MAX_MEMBERS, MAX_PIPES, MAX_REPLICAS, MAX_RETRIES,
+};
 pub use model::*;
 pub use units::{parse_duration, parse_size};
 

@@ -644,13 +644,20 @@ pub struct Job {
     pub pipes: Vec<Pipe>,
     /// How many times a member lost to a host fault (not to its own failure) is re-run.
     pub retries: u32,
+    /// How many cluster nodes run each member, one entry per member in the order of
+    /// [`Job::members`]: its group's `replicas`, from 1 to [`crate::MAX_REPLICAS`] (1 by
+    /// default). On a cluster a member with `n > 1` runs on `n` distinct nodes and is
+    /// accepted only if their results agree; elsewhere it runs once. A replicated member
+    /// never has pipes (the resolver refuses them).
+    pub replicas: Vec<u32>,
 }
 
 impl Job {
     /// A job built in code rather than read from a file: `members` as they are, and one pipe
     /// per `(writer, reader)` edge (member indices), declared on both ends as a job file's
-    /// `connect` would (`out/<reader>`, `in/<writer>`), with `quota` on both. The caller
-    /// answers for unique member names and an acyclic graph.
+    /// `connect` would (`out/<reader>`, `in/<writer>`), with `quota` on both. No retries, and
+    /// every member runs once (`replicas` all 1). The caller answers for unique member names
+    /// and an acyclic graph.
     pub fn from_members(
         name: impl Into<String>,
         mut members: Vec<Member>,
@@ -685,6 +692,7 @@ impl Job {
         }
         Ok(Job {
             name: name.into(),
+            replicas: vec![1; members.len()],
             members,
             pipes,
             retries: 0,

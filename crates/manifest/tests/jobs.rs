@@ -123,6 +123,8 @@ fn toml_json_and_zerocloud_give_the_same_job() {
     let base = snapshot_dir();
     assert_eq!(toml.name, "ok-wordcount");
     assert_eq!(toml.retries, zvm_manifest::DEFAULT_RETRIES);
+    // No group says `replicas` (and a system map cannot): every member runs once.
+    assert_eq!(toml.replicas, [1; 5]);
     let names: Vec<&str> = toml.members.iter().map(|m| m.name.as_str()).collect();
     // data/ holds a.txt, b.txt, c.txt, .hidden.txt (hidden), notes.md and dir.txt/ (a
     // directory): three mappers, in the byte order of what the `*` matched.
@@ -156,6 +158,45 @@ fn toml_json_and_zerocloud_give_the_same_job() {
         assert_eq!(m.manifest.argv0, "reducer.wasm");
     }
     assert_eq!(toml.pipes.len(), 6);
+}
+
+/// `replicas` is per group and lands per member, in member order, in both syntaxes; a group
+/// that runs once may still have pipes.
+#[test]
+fn replicas_reach_every_member() {
+    let toml = ok_case("ok-replicas.toml");
+    let json = ok_case("ok-replicas.json");
+    assert_eq!(toml, json);
+    let names: Vec<&str> = toml.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["sort-1", "sort-2", "split", "count"]);
+    assert_eq!(toml.replicas, [3, 3, 1, 1]);
+    assert_eq!(toml.pipes.len(), 1);
+    // The key is the job's, not the members' manifests'.
+    let once = parse_job_toml(
+        &fs::read_to_string(snapshot_dir().join("ok-replicas.toml"))
+            .unwrap()
+            .replace("replicas = 3", "replicas = 1"),
+        Path::new("job_snapshots/ok-replicas.toml"),
+        &snapshot_dir(),
+    )
+    .unwrap();
+    assert_eq!(once.replicas, [1; 4]);
+    assert_eq!(once.members, toml.members);
+    for n in 1..=zvm_manifest::MAX_REPLICAS {
+        let job = parse_job_json(
+            &format!(
+                r#"{{"version": 1, "group": [{{"name": "g", "program": "g.wasm", "replicas": {n}}}]}}"#
+            ),
+            Path::new("r.json"),
+            &snapshot_dir(),
+        )
+        .unwrap();
+        assert_eq!(job.replicas, [n]);
+    }
+    // A job built in code runs each member once.
+    let built =
+        Job::from_members("b", toml.members.clone(), &[(0, 2)], Default::default()).unwrap();
+    assert_eq!(built.replicas, [1; 4]);
 }
 
 #[test]
@@ -301,6 +342,7 @@ retries = 0
 [[group]]
 name = "g"
 program = { path = "g.wasm", hash = "blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262" }
+replicas = 2
 args = ["a"]
 env = { K = "v" }
 seed = 7
@@ -340,6 +382,7 @@ tar = "out/*.tar"
     assert_eq!(job.name, "all.keys");
     assert_eq!(job.retries, 0);
     assert_eq!(job.members.len(), 2);
+    assert_eq!(job.replicas, [2, 2]);
     for (m, part) in job.members.iter().zip(["x", "y"]) {
         let man = &m.manifest;
         assert!(man.program.hash.is_some());
@@ -576,6 +619,9 @@ mod never_panic {
         "pipe = 1\n",
         "commit = \"never\"\n",
         "retries = 99\n",
+        "replicas = 3\n",
+        "replicas = 0\n",
+        "\"replicas\": 2",
         "\"group\": [",
         "\"connect\": [\"map\"]",
         "\"count\": 3",

@@ -2,10 +2,11 @@
 //! spanned tree, and the tree becomes [`RawJob`], a mirror of the file with a span on every
 //! value the meaning phase (`resolve`) may need to point at.
 //!
-//! A group's keys are a VM manifest's keys (less `argv0` and `commit`) plus `name`, `count`
-//! and `connect`, so [`RawGroup`] reuses the manifest's raw tables for `[limits]`, `[clock]`,
-//! channels, mounts and exports, and the meaning phase reuses the manifest's resolver for
-//! them. Shape errors name the group they are in, found through the tree by the error's span.
+//! A group's keys are a VM manifest's keys (less `argv0` and `commit`) plus `name`, `count`,
+//! `replicas` and `connect`, so [`RawGroup`] reuses the manifest's raw tables for `[limits]`,
+//! `[clock]`, channels, mounts and exports, and the meaning phase reuses the manifest's
+//! resolver for them. Shape errors name the group they are in, found through the tree by the
+//! error's span.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,9 @@ pub(crate) struct RawGroup {
     pub args: Option<Vec<Spanned<String>>>,
     pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub count: Option<Spanned<IntOrStr>>,
+    /// How many cluster nodes run each member, their results compared. Read like `count`, so
+    /// that every integer (and a string) gets the meaning phase's message about the range.
+    pub replicas: Option<Spanned<IntOrStr>>,
     pub connect: Option<Vec<Spanned<String>>>,
     pub seed: Option<u64>,
     pub memory_etag: Option<bool>,

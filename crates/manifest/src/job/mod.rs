@@ -21,7 +21,9 @@ use crate::document::Syntax;
 use crate::error::{Error, TomlText};
 use crate::model::Job;
 
-pub use resolve::{DEFAULT_RETRIES, MAX_JOB_NAME_LEN, MAX_MEMBERS, MAX_PIPES, MAX_RETRIES};
+pub use resolve::{
+    DEFAULT_RETRIES, MAX_JOB_NAME_LEN, MAX_MEMBERS, MAX_PIPES, MAX_REPLICAS, MAX_RETRIES,
+};
 
 /// The syntax of a job file, told from its name and content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

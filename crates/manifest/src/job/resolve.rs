@@ -5,11 +5,12 @@
 //!
 //! A guided tour, in the order of the checks (the first failure is reported):
 //! 1. the job's `name` and `retries`, and that there is a group at all;
-//! 2. each group in declaration order: its name (valid, unique), `program`, `count`, then the
-//!    job-only rules on its raw channels, mounts and exports (reserved pipe names, where a `*`
-//!    may appear and what it means there, no writable mounts), then its VM manifest keys,
-//!    resolved by `crate::resolve` into the group's template manifest;
-//! 3. the connect graph: known groups, no self edges, no repeats, no cycles;
+//! 2. each group in declaration order: its name (valid, unique), `program`, `count`,
+//!    `replicas`, then the job-only rules on its raw channels, mounts and exports (reserved
+//!    pipe names, where a `*` may appear and what it means there, no writable mounts), then
+//!    its VM manifest keys, resolved by `crate::resolve` into the group's template manifest;
+//! 3. the connect graph: known groups, no self edges, no repeats, no cycles; then no pipes
+//!    in or out of a replicated group (`replicas` above 1);
 //! 4. expansion, in group order: wildcards are matched against the host directory (the only
 //!    step that reads the file system), members named and checked for clashes, and the
 //!    member limit enforced;
@@ -53,6 +54,11 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// host problem that more tries will not fix.
 pub const MAX_RETRIES: u32 = 10;
 
+/// Most nodes a group's `replicas` may ask to run each member on. Each replica is a whole run
+/// on a node of its own, so `n` replicas cost `n` times the work; two already catch a node
+/// that computes a wrong result, and beyond three more runs add cost, not confidence.
+pub const MAX_REPLICAS: u32 = 3;
+
 /// Longest job or group name, in bytes: ample for a name, and it keeps `out/<group>-10000`
 /// well within a channel name's 255 bytes.
 pub const MAX_JOB_NAME_LEN: usize = 128;
@@ -95,6 +101,8 @@ struct Group {
     name_span: Range<usize>,
     header: Range<usize>,
     count: Option<(usize, Range<usize>)>,
+    /// `replicas`, with where it was written (none when left out, and then 1).
+    replicas: (u32, Option<Range<usize>>),
     connect: Vec<Spanned<String>>,
     wildcard: Option<Wildcard>,
     placeholders: Vec<Placeholder>,
@@ -153,8 +161,10 @@ pub(crate) fn resolve(cx: Context<'_>, raw: RawJob, default_name: &str) -> Resul
         groups.push(group);
     }
     let edges = cx.graph(&groups)?;
+    cx.unpiped_replicas(&groups, &edges)?;
 
     let mut members = Vec::new();
+    let mut replicas = Vec::new();
     let mut expansions = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for (gi, g) in groups.iter().enumerate() {
@@ -193,6 +203,7 @@ pub(crate) fn resolve(cx: Context<'_>, raw: RawJob, default_name: &str) -> Resul
                 group: g.name.clone(),
                 manifest,
             });
+            replicas.push(g.replicas.0);
         }
         expansions.push(expansion);
     }
@@ -213,6 +224,7 @@ pub(crate) fn resolve(cx: Context<'_>, raw: RawJob, default_name: &str) -> Resul
         members,
         pipes,
         retries,
+        replicas,
     })
 }
 
@@ -325,6 +337,10 @@ impl Context<'_> {
         let count = match &raw.count {
             None => None,
             Some(c) => Some((self.count(&at, c)?, c.span())),
+        };
+        let replicas = match &raw.replicas {
+            None => (1, None),
+            Some(r) => (self.replicas(&at, r)?, Some(r.span())),
         };
 
         // The job-only rules on channels: reserved names, and what each `*` means.
@@ -494,6 +510,7 @@ impl Context<'_> {
             name_span,
             header,
             count,
+            replicas,
             connect,
             wildcard,
             placeholders,
@@ -580,6 +597,72 @@ impl Context<'_> {
                     format!("{at}`count` is {n}, more than a job's {MAX_MEMBERS} members"),
                 )
             })
+    }
+
+    /// `replicas`: a whole number from 1 to [`MAX_REPLICAS`].
+    fn replicas(&self, at: &str, r: &Spanned<IntOrStr>) -> Result<u32, Error> {
+        let found = match r.get_ref() {
+            IntOrStr::Int(n) => match u32::try_from(*n) {
+                Ok(n) if (1..=MAX_REPLICAS).contains(&n) => return Ok(n),
+                _ => n.to_string(),
+            },
+            IntOrStr::Negative(n) => n.to_string(),
+            IntOrStr::Str(s) => format!("\"{s}\""),
+        };
+        Err(self.err(
+            r.span(),
+            format!(
+                "{at}`replicas` must be a whole number from 1 to {MAX_REPLICAS} (the cluster \
+                 nodes that run each member), found {found}"
+            ),
+        ))
+    }
+
+    /// End of step 3: a replicated group (`replicas` above 1) has no pipes, in or out. Each
+    /// replica runs on its own node, and a pipe's stream is read once, by one reader, from
+    /// one writer; objects, which every replica can read and whose etags can be compared,
+    /// carry a replicated member's inputs and outputs instead. Groups are checked in
+    /// declaration order, each one's own `connect` before the groups connecting to it.
+    fn unpiped_replicas(&self, groups: &[Group], edges: &[(usize, usize)]) -> Result<(), Error> {
+        const WHY: &str = "replicated members cannot have pipes: their replicas would each \
+                           need the stream; use objects for their inputs and outputs";
+        let noun = self.noun;
+        for (i, g) in groups.iter().enumerate() {
+            let (n, Some(span)) = &g.replicas else {
+                continue;
+            };
+            if *n == 1 {
+                continue;
+            }
+            let at = format!("{noun} `{}`: `replicas` is {n}, but ", g.name);
+            if let Some((_, b)) = edges.iter().find(|(a, _)| *a == i) {
+                return Err(self.err(
+                    span.clone(),
+                    format!(
+                        "{at}its `connect` gives its members pipes to {noun} `{}`; {WHY}",
+                        groups[*b].name
+                    ),
+                ));
+            }
+            if let Some((a, _)) = edges.iter().find(|(_, b)| *b == i) {
+                let from = &groups[*a];
+                let line = from
+                    .connect
+                    .iter()
+                    .find(|c| c.get_ref() == &g.name)
+                    .map_or(from.name_span.start, |c| c.span().start);
+                return Err(self.err(
+                    span.clone(),
+                    format!(
+                        "{at}{noun} `{}` connects to it (line {}), which gives its members \
+                         pipes; {WHY}",
+                        from.name,
+                        self.t.line(line)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Step 3: `connect` names groups, not itself, each once, and the graph has no cycle.

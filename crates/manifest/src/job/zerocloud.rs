@@ -132,10 +132,11 @@ impl Translator<'_> {
             return Err(err(
                 r.span(),
                 format!(
-                    "`replicate` is {}, but replicated nodes (runs compared at run time) are \
-                     not supported; zvm's runs are deterministic, and `zvm run --verify` \
-                     checks one by running it twice",
-                    r.get_ref()
+                    "`replicate` is {}, but the nodes of a system map run once; to run each \
+                     member on several cluster nodes and compare the results, write the job \
+                     in zvm's own syntax and give the group `replicas` (at most {})",
+                    r.get_ref(),
+                    super::resolve::MAX_REPLICAS
                 ),
             ));
         }
