@@ -47,7 +47,7 @@ mod seaweed;
 
 pub use hosts::Hosts;
 pub use nats::NatsCluster;
-pub use seaweed::{ACCESS_KEY_ID, BUCKET, SECRET_ACCESS_KEY, SeaweedCluster};
+pub use seaweed::{ACCESS_KEY_ID, BUCKET, SECRET_ACCESS_KEY, SeaweedCluster, VOLUMES_AT_START};
 
 /// Set to `1` to skip, rather than fail, the tests whose prerequisites are missing.
 pub const SKIP_VAR: &str = "ZVM_SKIP_CLUSTER";
