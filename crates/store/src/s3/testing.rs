@@ -28,6 +28,11 @@ const SECRET_ACCESS_KEY: &str = "zvmtest-secret";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The ports `weed mini` needs: master, volume, filer, S3 and admin, each with a gRPC port.
 const PORTS: usize = 10;
+/// Starts tried when weed finds one of its ports taken (see [`SeaweedFs::start`]): each
+/// try picks new ports, and two clashes in a row are already rare.
+const START_ATTEMPTS: usize = 3;
+/// What weed logs when a port it was given is taken.
+const PORT_TAKEN: &str = "Port allocation failed";
 
 /// A running `weed mini`; killed, and its directory removed, when dropped.
 #[derive(Debug)]
@@ -47,9 +52,10 @@ pub struct SeaweedFs {
 }
 
 impl SeaweedFs {
-    /// Starts a server and waits until it serves S3 requests on bucket [`BUCKET`]. `None`
-    /// when `weed` is missing and [`SKIP_VAR`] is `1`; panics, saying how to install it,
-    /// when it is missing otherwise.
+    /// Starts a server and waits until it serves S3 requests on bucket [`BUCKET`], starting
+    /// it again on new ports when one it was given turned out taken. `None` when `weed` is
+    /// missing and [`SKIP_VAR`] is `1`; panics, saying how to install it, when it is missing
+    /// otherwise.
     pub fn start() -> Option<SeaweedFs> {
         let skip = std::env::var(SKIP_VAR).is_ok_and(|v| v == "1");
         if Command::new("weed")
@@ -68,9 +74,22 @@ impl SeaweedFs {
                  `{INSTALL}`, or set {SKIP_VAR}=1 to skip them"
             );
         }
+        let mut attempt = 1;
+        loop {
+            let (mut server, s3) = SeaweedFs::spawn();
+            match server.wait_until_ready(s3) {
+                Ok(()) => return Some(server),
+                Err(Failure::PortTaken) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(failure) => panic!("{}; its log:\n{}", failure.describe(), server.log()),
+            }
+        }
+    }
+
+    /// Starts `weed mini` on free ports; returns it and its S3 address.
+    fn spawn() -> (SeaweedFs, SocketAddr) {
         let dir = tempfile::tempdir().expect("a temporary directory for weed");
-        // Ports picked by the kernel, then released for weed: another process could take one
-        // in between, which the start timeout would then report.
+        // Ports picked by the kernel, then released for weed: another process (or another
+        // test's weed) could take one in between, which weed reports, and `start` tries again.
         let listeners: Vec<TcpListener> = (0..PORTS)
             .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port"))
             .collect();
@@ -114,8 +133,7 @@ impl SeaweedFs {
             volume_url: format!("127.0.0.1:{}", ports[2]),
             dir,
         };
-        server.wait_until_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, ports[6])));
-        Some(server)
+        (server, SocketAddr::from((Ipv4Addr::LOCALHOST, ports[6])))
     }
 
     /// The backend's configuration for this server, with its keys under `prefix`.
@@ -141,23 +159,49 @@ impl SeaweedFs {
         text
     }
 
-    fn wait_until_ready(&self, s3: SocketAddr) {
+    fn wait_until_ready(&mut self, s3: SocketAddr) -> Result<(), Failure> {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut last = String::from("the S3 port never opened");
         while Instant::now() < deadline {
+            if self.log().contains(PORT_TAKEN) {
+                return Err(Failure::PortTaken);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(Failure::Exited(status.to_string()));
+            }
             if TcpStream::connect_timeout(&s3, Duration::from_millis(200)).is_ok() {
                 // Open answers only once the bucket exists and S3 requests are served.
                 match S3Store::open(&self.config("ready-check")) {
-                    Ok(_) => return,
+                    Ok(_) => return Ok(()),
                     Err(e) => last = e.to_string(),
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "`weed mini` did not serve S3 within {START_TIMEOUT:?} ({last}); its log:\n{}",
-            self.log()
-        );
+        Err(Failure::Timeout(last))
+    }
+}
+
+/// Why `weed mini` did not come up.
+enum Failure {
+    /// One of the ports it was given was taken by the time it started.
+    PortTaken,
+    Exited(String),
+    /// Still not serving S3 at [`START_TIMEOUT`], with the last error.
+    Timeout(String),
+}
+
+impl Failure {
+    fn describe(&self) -> String {
+        match self {
+            Failure::PortTaken => {
+                format!("`weed mini` found a port taken {START_ATTEMPTS} times in a row")
+            }
+            Failure::Exited(status) => format!("`weed mini` exited at start ({status})"),
+            Failure::Timeout(last) => {
+                format!("`weed mini` did not serve S3 within {START_TIMEOUT:?} ({last})")
+            }
+        }
     }
 }
 
