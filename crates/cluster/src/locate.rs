@@ -243,6 +243,10 @@ impl SeaweedLocator {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            // Idle connections are closed by the filer and master on their own schedule; a
+            // request sent on one that just closed fails. Lookups are small and a placement
+            // asks a few per job, so a connection per lookup is cheap and never stale.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| LocateError::InvalidUrl {
                 service: "filer",

@@ -70,6 +70,8 @@ const POLL: Duration = Duration::from_millis(200);
 const ASSIGN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a node looks for jobs whose coordinator died.
 const ORPHAN_SCAN: Duration = Duration::from_secs(1);
+/// How long the coordinator keeps retrying a store operation of a commit.
+const STORE_RETRY: Duration = Duration::from_secs(180);
 /// Extra time an attempt may take beyond its slowest member's timeout (preparing, staging).
 const ATTEMPT_GRACE: Duration = Duration::from_secs(120);
 /// Test hook: a node started with this variable set to `1` corrupts the first byte of every
@@ -107,6 +109,9 @@ pub struct JobState {
     pub members: Vec<String>,
     /// Nodes lost during the job, in order.
     pub lost: Vec<String>,
+    /// Parts that failed on a node (not by their members' own failure), in order.
+    #[serde(default)]
+    pub faults: Vec<String>,
     /// Coordinators so far (the first is the node that accepted the job).
     pub coordinators: Vec<String>,
     pub created_ms: u64,
@@ -598,17 +603,11 @@ impl Node {
         let started = Instant::now();
         // A job past its commit point is finished, whatever happened since.
         if st.phase == Phase::Committing {
-            let s3 = s
-                .store
-                .s3()
-                .ok_or_else(|| ApiError::Internal("no S3 store".into()))?;
             let record = format!("cluster/jobs/{id}/commit");
-            let s2 = s.clone();
-            let applied = crate::objects::blocking(move || {
-                Ok(s2.store.s3().expect("s3").apply_commit_record(&record)?)
+            let applied = store_retry(s, "rolling the job's commit forward", move |s3| {
+                s3.apply_commit_record(&record)
             })
             .await?;
-            let _ = s3;
             if applied {
                 st.phase = Phase::Ok;
                 st.finished_ms = Some(now_ms());
@@ -684,8 +683,11 @@ impl Node {
                 }
             }
             let mut results: BTreeMap<String, PartResult> = BTreeMap::new();
+            // Parts that could not run or report (a node's store requests failing, say): the
+            // attempt runs again on the same nodes.
+            let mut faults: Vec<String> = Vec::new();
             let until = Instant::now() + deadline_per_attempt;
-            while lost.is_empty() && results.len() < nodes.len() {
+            while lost.is_empty() && faults.is_empty() && results.len() < nodes.len() {
                 if Instant::now() > until {
                     self.abort(&id, attempt).await;
                     return self
@@ -710,6 +712,10 @@ impl Node {
                     }
                     if let Ok(Some(v)) = self.cluster.jobs().get(part_key(&id, attempt, n)).await {
                         let rel = String::from_utf8_lossy(&v).to_string();
+                        if let Some(why) = rel.strip_prefix("error:") {
+                            faults.push(format!("node `{n}`: {why}"));
+                            continue;
+                        }
                         let s2 = s.clone();
                         let got = crate::objects::blocking(move || {
                             Ok(s2.store.s3().expect("s3").get_raw(&rel)?)
@@ -729,7 +735,7 @@ impl Node {
                         lost.push(n.clone());
                     }
                 }
-                if lost.is_empty() && results.len() < nodes.len() {
+                if lost.is_empty() && faults.is_empty() && results.len() < nodes.len() {
                     tokio::time::sleep(POLL).await;
                 }
             }
@@ -737,6 +743,23 @@ impl Node {
             match self.load(&id).await {
                 Ok(Some((cur, r))) if cur.coordinator == self.cluster.id() && r == rev => {}
                 _ => return Err(lost_job(&id)),
+            }
+            if !faults.is_empty() && lost.is_empty() {
+                self.abort(&id, attempt).await;
+                for f in &faults {
+                    tracing::warn!(job = %id, attempt, "{f}; running the attempt again");
+                }
+                st.faults.extend(faults);
+                if st.attempt > retries {
+                    let why = format!(
+                        "parts failed on {} attempts (retries = {retries}): {}",
+                        st.attempt,
+                        st.faults.last().cloned().unwrap_or_default()
+                    );
+                    return self.fail(s, st, rev, &job, why, started).await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
             }
             if !lost.is_empty() {
                 self.abort(&id, attempt).await;
@@ -953,12 +976,13 @@ impl Node {
         st.outcome = Some(report.outcome_text.clone());
         let rev = self.save(&st, rev).await.ok_or_else(|| lost_job(&id))?;
         let record = format!("cluster/jobs/{id}/commit");
-        let s2 = s.clone();
-        crate::objects::blocking(move || {
-            let s3 = s2.store.s3().expect("s3");
-            s3.write_commit_record(&record, &puts)?;
-            s3.apply_commit_record(&record)?;
-            Ok(())
+        let at = record.clone();
+        store_retry(s, "writing the job's commit record", move |s3| {
+            s3.write_commit_record(&at, &puts)
+        })
+        .await?;
+        store_retry(s, "applying the job's commit", move |s3| {
+            s3.apply_commit_record(&record)
         })
         .await?;
         for (bucket, delta) in deltas {
@@ -1075,12 +1099,10 @@ impl Node {
             report: json,
         };
         let meta = serde_json::to_vec(&answer).expect("JSON");
-        let (s2, id) = (s.clone(), st.id.clone());
-        crate::objects::blocking(move || {
-            let s3 = s2.store.s3().expect("s3");
-            s3.put_raw(&format!("cluster/results/{id}.json"), meta)?;
-            s3.put_raw(&format!("cluster/results/{id}.body"), body)?;
-            Ok(())
+        let id = st.id.clone();
+        store_retry(s, "storing the job's answer", move |s3| {
+            s3.put_raw(&format!("cluster/results/{id}.json"), meta.clone())?;
+            s3.put_raw(&format!("cluster/results/{id}.body"), body.clone())
         })
         .await?;
         Ok(answer)
@@ -1161,13 +1183,17 @@ impl Node {
             Ok(s2.store.s3().expect("s3").put_raw(&rel2, body)?)
         })
         .await;
-        if let Err(e) = put {
-            tracing::warn!(job = %a.job, "storing the part's result: {e}");
-            return;
-        }
+        // The bucket says where the result is, or why there is none.
+        let said = match put {
+            Ok(()) => rel,
+            Err(e) => {
+                tracing::warn!(job = %a.job, "storing the part's result: {e}");
+                format!("error:storing the part's result: {e}")
+            }
+        };
         let k = part_key(&a.job, a.attempt, self.cluster.id());
         for _ in 0..50 {
-            match self.cluster.jobs().put(&k, rel.clone().into()).await {
+            match self.cluster.jobs().put(&k, said.clone().into()).await {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::debug!("reporting the part: {e}; retrying");
@@ -1309,6 +1335,38 @@ impl Node {
     }
 }
 
+/// Runs a store operation of the coordinator on the blocking pool, again on failure for up
+/// to [`STORE_RETRY`]: a store that lost a volume server (a host killed or cut off) stalls
+/// and fails requests until its master notices, and the job's commit must outlast that
+/// rather than leave the job undecided.
+async fn store_retry<T: Send + 'static>(
+    s: &Arc<Shared>,
+    what: &str,
+    f: impl Fn(&zvm_store::S3Store) -> Result<T, zvm_store::Error> + Send + Sync + 'static,
+) -> Result<T, ApiError> {
+    let f = Arc::new(f);
+    let deadline = Instant::now() + STORE_RETRY;
+    loop {
+        let (s2, f2) = (s.clone(), f.clone());
+        let r = crate::objects::blocking(move || {
+            let s3 = s2
+                .store
+                .s3()
+                .ok_or_else(|| ApiError::Internal("the cluster needs the S3 store".into()))?;
+            Ok(f2(s3)?)
+        })
+        .await;
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(e) => {
+                tracing::warn!("{what}: {e}; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
 /// Removes the job from the set coordinated here when its coordination ends.
 struct Forget(Arc<Node>, String);
 
@@ -1438,6 +1496,7 @@ pub(crate) async fn submit(
         placement: Vec::new(),
         members: Vec::new(),
         lost: Vec::new(),
+        faults: Vec::new(),
         coordinators: vec![node.cluster.id().to_string()],
         created_ms: now_ms(),
         finished_ms: None,
@@ -1562,6 +1621,7 @@ pub(crate) async fn status(
             "placement": st.placement,
             "members": st.members,
             "lost": st.lost,
+            "faults": st.faults,
             "outcome": st.outcome,
         },
     });

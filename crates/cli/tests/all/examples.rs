@@ -61,7 +61,7 @@ fn member(example: &str, member: &str) -> PathBuf {
 
 /// A copy of example `example` in a temporary directory: its job files, its `data/`, its
 /// `members` built, and an empty `out/` (outputs are staged beside their files).
-fn scene(example: &str, members: &[&str]) -> tempfile::TempDir {
+pub(crate) fn scene(example: &str, members: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = support::repo().join("examples").join(example);
     for entry in std::fs::read_dir(&src).unwrap() {
@@ -106,7 +106,7 @@ fn job(dir: &Path, job: &str) -> (std::process::Output, serde_json::Value) {
 }
 
 /// Runs a job that must succeed, and checks that it did: every member ok, outputs committed.
-fn job_ok(dir: &Path, file: &str, members: &[&str]) -> (String, serde_json::Value) {
+pub(crate) fn job_ok(dir: &Path, file: &str, members: &[&str]) -> (String, serde_json::Value) {
     let (out, report) = job(dir, file);
     assert!(
         out.status.success(),

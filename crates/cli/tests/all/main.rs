@@ -6,6 +6,7 @@
 
 mod bench;
 mod channels;
+mod cluster;
 mod determinism;
 mod devices;
 mod examples;
