@@ -265,7 +265,7 @@ impl Cluster {
             tracing::debug!("heartbeat not sent: {e}");
         }
         // The record is for newcomers and operators: refreshed every few heartbeats.
-        if n % 5 == 0
+        if n.is_multiple_of(5)
             && let Err(e) = self.nodes.put(&self.config.node, payload).await
         {
             tracing::debug!("node record not written: {e}");

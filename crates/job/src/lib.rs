@@ -167,7 +167,12 @@ pub(crate) fn threads(options: &JobOptions) -> Result<tokio::runtime::Runtime, E
 }
 
 /// Runs the members of `share` (staging their outputs in `txn`) until all have ended, or
-/// one fails (the others are then cancelled); returns their reports in member order.
+/// one fails (the others are then cancelled, as they are when `cancel` is set); returns their
+/// reports in member order.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the three callers (one process, a worker, a cluster part) differ in these"
+)]
 pub(crate) async fn run_share(
     job: &Job,
     programs: &HashMap<usize, Arc<Program>>,
