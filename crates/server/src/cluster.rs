@@ -579,6 +579,10 @@ impl Node {
                 continue; // another node took it
             };
             tracing::warn!(job = %id, dead = %old, "taking over a job whose coordinator is lost");
+            // The lost coordinator's attempt is called off: its parts stop and stage nothing.
+            if st.attempt > 0 {
+                self.abort(&id, st.attempt).await;
+            }
             let (n, s) = (self.clone(), s.clone());
             tokio::spawn(async move {
                 let _ = n.coordinate(&s, st, rev).await;
@@ -587,8 +591,32 @@ impl Node {
     }
 
     /// Runs `st` to its end as its coordinator; the answer, or an error when this node
-    /// lost the job (another node coordinates it now) or could not start it.
+    /// lost the job (another node coordinates it now) or could not run it (then the job is
+    /// recorded as failed with that error, so that it does not stay `running` forever).
     async fn coordinate(
+        self: &Arc<Self>,
+        s: &Arc<Shared>,
+        st: JobState,
+        rev: u64,
+    ) -> Result<StoredAnswer, ApiError> {
+        let id = st.id.clone();
+        let result = self.coordinate_inner(s, st, rev).await;
+        if let Err(e) = &result
+            && !matches!(e, ApiError::Unavailable(_))
+            && let Ok(Some((mut st, rev))) = self.load(&id).await
+            && st.coordinator == self.cluster.id()
+            && matches!(st.phase, Phase::Running)
+        {
+            st.phase = Phase::Failed;
+            st.finished_ms = Some(now_ms());
+            st.outcome = Some(format!("failed: {e}"));
+            self.save(&st, rev).await;
+            self.cleanup(s, &id).await;
+        }
+        result
+    }
+
+    async fn coordinate_inner(
         self: &Arc<Self>,
         s: &Arc<Shared>,
         mut st: JobState,
@@ -721,15 +749,21 @@ impl Node {
                             Ok(s2.store.s3().expect("s3").get_raw(&rel)?)
                         })
                         .await;
-                        match got
-                            .ok()
-                            .flatten()
-                            .and_then(|b| serde_json::from_slice::<PartResult>(&b).ok())
-                        {
-                            Some(r) => {
-                                results.insert(n.clone(), r);
-                            }
-                            None => lost.push(n.clone()),
+                        match got {
+                            // The store is slow or failing: read it again at the next look.
+                            Err(e) => tracing::warn!(job = %id, "reading node `{n}`'s result: {e}"),
+                            Ok(bytes) => match bytes
+                                .and_then(|b| serde_json::from_slice::<PartResult>(&b).ok())
+                            {
+                                Some(PartResult { error: Some(e), .. }) => {
+                                    faults.push(format!("node `{n}`: {e}"));
+                                }
+                                Some(r) => {
+                                    results.insert(n.clone(), r);
+                                }
+                                None => faults
+                                    .push(format!("node `{n}`: its result is missing or damaged")),
+                            },
                         }
                     } else if !self.cluster.is_alive(n) {
                         lost.push(n.clone());

@@ -109,6 +109,10 @@ pub async fn status(
         "queue_capacity": s.admission.queue(),
         "programs_cached": s.programs.len(),
     });
+    // Cluster mode: the members and their load, as `GET /v1/cluster` shows them.
+    if let Some(node) = s.cluster.get() {
+        body["cluster"] = node.status_json();
+    }
     let mut r = axum::Json(body).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

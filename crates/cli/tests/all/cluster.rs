@@ -429,6 +429,35 @@ fn check_grind(rig: &Rig, via: usize, prefix: &str, reference: &BTreeMap<String,
     }
 }
 
+/// The status page of a node, rendered by headless Chromium, lists the three nodes alive.
+fn status_page_shows_the_cluster(addr: SocketAddr) {
+    if std::env::var_os("ZVM_SKIP_BROWSER").is_some_and(|v| v == "1") {
+        eprintln!("ZVM_SKIP_BROWSER=1: the status page is not rendered");
+        return;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{addr}/"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running chromium (apt-get install chromium, or ZVM_SKIP_BROWSER=1)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("this node: n0 · 3 of 3 alive"), "{dom}");
+    for id in ["<td>n0 (this)</td>", "<td>n1</td>", "<td>n2</td>"] {
+        assert!(dom.contains(id), "{id} is not on the page: {dom}");
+    }
+}
+
 #[test]
 fn a_three_host_cluster_runs_jobs_like_one_machine_and_survives_failures() {
     let Some(hosts) = Hosts::create_or_skip(3) else {
@@ -468,6 +497,7 @@ fn a_three_host_cluster_runs_jobs_like_one_machine_and_survives_failures() {
         "{metrics}"
     );
 
+    status_page_shows_the_cluster(rig.addr(0));
     // Programs and data, through any node: the store is shared.
     for b in ["bin", "texts", "out"] {
         rig.put(0, &format!("/v1/buckets/{b}"), b"");

@@ -144,6 +144,7 @@ function signOut() {
 
 function render(s) {
   renderGauges(s);
+  renderCluster(s);
   renderTimeline(s);
   renderJobs(s);
   renderRuns(s);
@@ -177,6 +178,30 @@ function renderGauges(s) {
     card("jobs shown", String((s.jobs || []).length)),
     card("programs cached", String(v.programs_cached)),
   );
+}
+
+// Cluster mode only: every node this one hears, alive or lost, with its VMs in use.
+function renderCluster(s) {
+  const c = s.cluster;
+  $("cluster-section").hidden = !c;
+  if (!c) return;
+  const nodes = c.nodes || [];
+  const alive = nodes.filter((n) => n.alive).length;
+  $("cluster-summary").textContent =
+    "this node: " + c.node + " · " + alive + " of " + nodes.length + " alive" +
+    (c.connected ? "" : " · NOT connected to NATS");
+  const rows = nodes.map((n) => {
+    const vms = el("td", {}, n.running + " / " + n.max_vms, meter(n.running, n.max_vms));
+    return el("tr", {},
+      el("td", {}, n.id + (n.id === c.node ? " (this)" : "")),
+      el("td", {}, badge(n.alive ? "ok" : "lost")),
+      vms,
+      el("td", { class: "num" }, n.id === c.node ? "—" : (n.last_heard_ms / 1000).toFixed(1) + " s"),
+      el("td", {}, n.volume || "—"),
+      el("td", { class: "c-kind" }, n.http),
+    );
+  });
+  $("cluster").querySelector("tbody").replaceChildren(...rows);
 }
 
 function renderTimeline(s) {
