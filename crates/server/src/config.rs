@@ -637,6 +637,47 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_section_resolves_and_bad_ones_name_the_key() {
+        let s3 = "[store]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://h:1\"\n\
+                  allow_http = true\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n";
+        let resolve = |cluster: &str, store: &str| {
+            let text = format!("version = 1\n{store}[cluster]\n{cluster}");
+            ConfigFile::from_toml(&text, Path::new("c.toml"))
+                .and_then(ConfigFile::resolve)
+                .map_err(|e| e.to_string())
+        };
+        let good = resolve(
+            "nats = [\"nats://10.0.0.1:4222\"]\nnode = \"n-1\"\nheartbeat = \"500ms\"\n",
+            s3,
+        )
+        .unwrap();
+        let c = good.cluster.as_ref().unwrap();
+        assert_eq!(c.node, "n-1");
+        assert_eq!(c.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.node_timeout, DEFAULT_NODE_TIMEOUT);
+        // Each node writes its batches under its own id in the shared store.
+        match &good.store {
+            StoreBackend::S3(s3) => assert_eq!(s3.writer.as_deref(), Some("n-1")),
+            other => panic!("{other:?}"),
+        }
+        let nats = "nats = [\"nats://10.0.0.1:4222\"]\nnode = \"n1\"\n";
+        let e = resolve(nats, "").unwrap_err();
+        assert!(e.contains("`store.backend`") && e.contains("s3"), "{e}");
+        let e = resolve("nats = [\"http://x:1\"]\n", s3).unwrap_err();
+        assert!(e.contains("`cluster.nats`"), "{e}");
+        let e = resolve("nats = [\"nats://x:1\"]\nnode = \"Node_1\"\n", s3).unwrap_err();
+        assert!(e.contains("`cluster.node`"), "{e}");
+        let e = resolve(&format!("{nats}node_timeout = \"1s\"\n"), s3).unwrap_err();
+        assert!(e.contains("two heartbeats"), "{e}");
+        let e = resolve(&format!("{nats}seaweed_master = \"http://m:1\"\n"), s3).unwrap_err();
+        assert!(e.contains("seaweed_filer"), "{e}");
+        let e = resolve("node = \"n1\"\n", s3).unwrap_err();
+        assert!(e.contains("no NATS server"), "{e}");
+        let e = resolve(&format!("{nats}nodes = 3\n"), s3).unwrap_err();
+        assert!(e.contains("nodes"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_spot() {
         let e = ConfigFile::from_toml("version = 1\nlisen = \"x\"\n", Path::new("s.toml"))
             .unwrap_err()

@@ -1,0 +1,155 @@
+//! Membership and the data plane against a real NATS server: nodes hear each other, a node
+//! that stops beating is lost after the timeout, a node that leaves is gone at once; a pipe
+//! crosses two data planes whole (in either order of connection and registration), and a
+//! cancelled attempt fails its waiting pipe rather than leaving its reader hanging.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zvm_channel::{EndOfStream, PipeError};
+use zvm_cluster::testing::NatsCluster;
+use zvm_cluster::{Cluster, ClusterConfig, DataPlane};
+
+fn config(nats: &NatsCluster, node: &str) -> ClusterConfig {
+    ClusterConfig {
+        nats: nats.urls(),
+        node: node.into(),
+        http: format!("http://{node}.invalid:8080"),
+        data: format!("{node}.invalid:7000"),
+        volume: Some(format!("{node}.invalid:8081")),
+        max_vms: 4,
+        heartbeat: Duration::from_millis(200),
+        node_timeout: Duration::from_millis(800),
+        replicas: 1,
+    }
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_hear_each_other_and_lose_the_silent_ones() {
+    let Some(nats) = NatsCluster::start(&[Ipv4Addr::LOCALHOST]) else {
+        return;
+    };
+    let load_a: zvm_cluster::membership::LoadFn = Arc::new(|| 3);
+    let a = Cluster::join(config(&nats, "a"), load_a)
+        .await
+        .expect("a joins");
+    let b = Cluster::join(config(&nats, "b"), Arc::new(|| 0))
+        .await
+        .expect("b joins");
+    let c = Cluster::join(config(&nats, "c"), Arc::new(|| 1))
+        .await
+        .expect("c joins");
+    until("b hears a and c", || b.alive().len() == 3).await;
+    let seen = b.node("a").expect("a heard of");
+    assert_eq!(seen.running, 3, "the load travels in the heartbeat");
+    assert_eq!(seen.volume.as_deref(), Some("a.invalid:8081"));
+    assert_eq!(b.nodes()[0].info.id, "b", "this node comes first");
+
+    // A node that leaves says so: gone at once, not after the timeout.
+    c.leave().await;
+    until("b forgets c", || b.node("c").is_none()).await;
+
+    // A node that stops beating (its process gone) is lost after the timeout.
+    drop(a);
+    let t = Instant::now();
+    until("b loses a", || !b.is_alive("a")).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(b.nodes().iter().any(|n| n.info.id == "a" && !n.alive));
+
+    // Bad ids are refused before connecting.
+    let e = Cluster::join(config(&nats, "Bad_Id"), Arc::new(|| 0))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Bad_Id"), "{e}");
+}
+
+/// Reads everything from a pipe reader (waiting as needed), and how it ended.
+async fn drain(r: zvm_channel::PipeReader) -> (Vec<u8>, Result<(), String>) {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match r.try_read(&mut buf) {
+            Ok(0) => return (out, Ok(())),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(PipeError::WouldBlock(w)) => w.await,
+            Err(PipeError::WriterFailed(why)) => return (out, Err(why)),
+            Err(PipeError::Broken) => return (out, Err("broken".into())),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes_cross_data_planes_whole_and_cancelled_ones_fail() {
+    let a = DataPlane::bind("127.0.0.1:0", None).await.unwrap();
+    let b = DataPlane::bind("127.0.0.1:0", None).await.unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+
+    // Registered first, connected second.
+    let (w_remote, r_local) = zvm_channel::pipe::pipe();
+    b.expect("job.a1", 0, w_remote);
+    let (w, r) = zvm_channel::pipe::pipe();
+    a.send("job.a1", 0, b.addr(), r);
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let n = w.write_blocking(rest).unwrap();
+                rest = &rest[n..];
+            }
+            w.finish(EndOfStream::Clean);
+        })
+    };
+    let (got, end) = drain(r_local).await;
+    writer.join().unwrap();
+    assert_eq!(end, Ok(()));
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the bytes differ");
+
+    // Connected first, registered second.
+    let (w, r) = zvm_channel::pipe::pipe();
+    a.send("job.a1", 1, b.addr(), r);
+    w.write_blocking(b"late registration").unwrap();
+    w.finish(EndOfStream::Clean);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (w_remote, r_local) = zvm_channel::pipe::pipe();
+    b.expect("job.a1", 1, w_remote);
+    assert_eq!(
+        drain(r_local).await,
+        (b"late registration".to_vec(), Ok(()))
+    );
+
+    // A writer that fails is a failed stream at the reader.
+    let (w_remote, r_local) = zvm_channel::pipe::pipe();
+    b.expect("job.a1", 2, w_remote);
+    let (w, r) = zvm_channel::pipe::pipe();
+    a.send("job.a1", 2, b.addr(), r);
+    w.write_blocking(b"half").unwrap();
+    w.finish(EndOfStream::Failed("member trapped".into()));
+    let (got, end) = drain(r_local).await;
+    assert_eq!(got, b"half");
+    assert!(end.unwrap_err().contains("member trapped"));
+
+    // A pipe whose writer never connects fails when its attempt is called off.
+    let (w_remote, r_local) = zvm_channel::pipe::pipe();
+    b.expect("job.a2", 0, w_remote);
+    let reader = tokio::spawn(drain(r_local));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.cancel("job.a2");
+    let (got, end) = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the reader was released")
+        .unwrap();
+    assert!(got.is_empty());
+    assert!(end.unwrap_err().contains("called off"));
+}
