@@ -7,7 +7,7 @@
 //!   (heartbeats with its load, the JetStream key-value buckets), listens for pipes
 //!   ([`zvm_cluster::DataPlane`]), and subscribes to its assignment subject
 //!   `zvm.node.<id>.assign` and to `zvm.job.abort`.
-//! * **Submitting** (`POST /v1/jobs`, [`submit`]): the receiving node checks and resolves the
+//! * **Submitting** (`POST /v1/jobs`, `submit`): the receiving node checks and resolves the
 //!   job as a single node would (`jobs::prepare`: every path an object, the tenant's
 //!   rights), records it in the `zvm-jobs` bucket under a new id (`cj-...`) with itself as
 //!   coordinator, and coordinates it: now, answering when it ends, or in the background with
@@ -1317,6 +1317,18 @@ impl Node {
         let mut members = Vec::new();
         let mut staged = Vec::new();
         let prefix = format!("{}/{me}", attempt_prefix(&a.job, a.attempt));
+        // A node cut off while its part ran finds, once it is back, that the job moved on:
+        // staging then would only leave objects nobody deletes.
+        if all_ok {
+            let current = handle.block_on(self.load(&a.job));
+            if !matches!(&current, Ok(Some((st, _))) if st.attempt == a.attempt && st.phase == Phase::Running)
+            {
+                return Err(format!(
+                    "attempt {} of job `{}` was superseded while it ran here",
+                    a.attempt, a.job
+                ));
+            }
+        }
         for (i, m) in done {
             let mut outputs = BTreeMap::new();
             if all_ok && !cancel.load(Ordering::Relaxed) {
