@@ -287,6 +287,12 @@ impl Cluster {
         let _ = self.client.flush().await;
     }
 
+    /// This process's incarnation: a random number, different for a node restarted under
+    /// the same id.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// This node's id.
     pub fn id(&self) -> &str {
         &self.config.node

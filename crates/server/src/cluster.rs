@@ -70,6 +70,8 @@ const POLL: Duration = Duration::from_millis(200);
 const ASSIGN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a node looks for jobs whose coordinator died.
 const ORPHAN_SCAN: Duration = Duration::from_secs(1);
+/// How long a node keeps retrying JetStream while it recovers (a server died).
+const NATS_RETRY: Duration = Duration::from_secs(30);
 /// How long the coordinator keeps retrying a store operation of a commit.
 const STORE_RETRY: Duration = Duration::from_secs(180);
 /// Extra time an attempt may take beyond its slowest member's timeout (preparing, staging).
@@ -97,6 +99,10 @@ pub struct JobState {
     pub id: String,
     pub tenant: String,
     pub coordinator: String,
+    /// The coordinator's process ([`Cluster::incarnation`]): a coordinator restarted under
+    /// the same id is another process, which knows nothing of the job.
+    #[serde(default)]
+    pub incarnation: u64,
     pub phase: Phase,
     /// The attempt running (0 before the first).
     pub attempt: u32,
@@ -433,6 +439,20 @@ impl Node {
         }
     }
 
+    /// [`Node::load`], again on errors for up to [`NATS_RETRY`] (a stream leader moving).
+    async fn load_retrying(&self, id: &str) -> Result<Option<(JobState, u64)>, ApiError> {
+        let deadline = Instant::now() + NATS_RETRY;
+        loop {
+            match self.load(id).await {
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("{e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Writes the record if it is still at `revision`; the new revision, or `None` when
     /// another node changed it (this node no longer coordinates the job).
     async fn save(&self, st: &JobState, revision: u64) -> Option<u64> {
@@ -564,13 +584,22 @@ impl Node {
             let Ok(Some((mut st, rev))) = self.load(&id).await else {
                 continue;
             };
-            if matches!(st.phase, Phase::Ok | Phase::Failed)
-                || st.coordinator == self.cluster.id()
-                || self.cluster.is_alive(&st.coordinator)
-            {
+            // The coordinator is gone when it is not heard, or heard as another process (it
+            // restarted within the timeout); this node's own earlier process included.
+            let gone = if st.coordinator == self.cluster.id() {
+                st.incarnation != self.cluster.incarnation()
+            } else {
+                !self.cluster.is_alive(&st.coordinator)
+                    || self
+                        .cluster
+                        .node(&st.coordinator)
+                        .is_some_and(|n| st.incarnation != 0 && n.incarnation != st.incarnation)
+            };
+            if matches!(st.phase, Phase::Ok | Phase::Failed) || !gone {
                 continue;
             }
             let old = std::mem::replace(&mut st.coordinator, self.cluster.id().to_string());
+            st.incarnation = self.cluster.incarnation();
             st.coordinators.push(self.cluster.id().to_string());
             if !st.lost.contains(&old) {
                 st.lost.push(old.clone());
@@ -774,7 +803,7 @@ impl Node {
                 }
             }
             // The coordinator may have been replaced meanwhile.
-            match self.load(&id).await {
+            match self.load_retrying(&id).await {
                 Ok(Some((cur, r))) if cur.coordinator == self.cluster.id() && r == rev => {}
                 _ => return Err(lost_job(&id)),
             }
@@ -1164,7 +1193,7 @@ impl Node {
             Ok(s2.store.s3().expect("s3").delete_raw_prefix(&prefix)?)
         })
         .await;
-        let _ = self.cluster.jobs().get(id).await; // keep the record; parts' keys go
+        // The job's record stays (any node answers for it); its parts' keys go.
         if let Ok(mut keys) = self.cluster.jobs().keys().await {
             let prefix = format!("{id}.");
             let mut doomed = Vec::new();
@@ -1320,7 +1349,7 @@ impl Node {
         // A node cut off while its part ran finds, once it is back, that the job moved on:
         // staging then would only leave objects nobody deletes.
         if all_ok {
-            let current = handle.block_on(self.load(&a.job));
+            let current = handle.block_on(self.load_retrying(&a.job));
             if !matches!(&current, Ok(Some((st, _))) if st.attempt == a.attempt && st.phase == Phase::Running)
             {
                 return Err(format!(
@@ -1534,6 +1563,7 @@ pub(crate) async fn submit(
         id: node.new_id(),
         tenant: caller.name().to_string(),
         coordinator: node.cluster.id().to_string(),
+        incarnation: node.cluster.incarnation(),
         phase: Phase::Running,
         attempt: 0,
         text: text.to_string(),
@@ -1560,12 +1590,23 @@ pub(crate) async fn submit(
         .collect();
     drop(prepared);
     let value: Bytes = serde_json::to_vec(&st).expect("JSON").into();
-    let rev = node
-        .cluster
-        .jobs()
-        .create(&st.id, value)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("recording the job in NATS: {e}")))?;
+    // JetStream answers errors for a few seconds while a stream's leader moves (a NATS
+    // server died): ride that out rather than refuse the job.
+    let deadline = Instant::now() + NATS_RETRY;
+    let rev = loop {
+        match node.cluster.jobs().create(&st.id, value.clone()).await {
+            Ok(rev) => break rev,
+            Err(e) if Instant::now() > deadline => {
+                return Err(ApiError::Unavailable(format!(
+                    "recording the job in NATS: {e}"
+                )));
+            }
+            Err(e) => {
+                tracing::debug!("recording the job in NATS: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
     let id = st.id.clone();
     if defer {
         let (n, s2, id2) = (node.clone(), s.clone(), id.clone());
@@ -1641,7 +1682,7 @@ pub(crate) async fn status(
     id: &str,
 ) -> Result<Response, ApiError> {
     let (st, _) = node
-        .load(id)
+        .load_retrying(id)
         .await?
         .filter(|(st, _)| caller.is_admin() || st.tenant == caller.name())
         .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
@@ -1685,7 +1726,7 @@ pub(crate) async fn result(
     id: &str,
 ) -> Result<Response, ApiError> {
     let (st, _) = node
-        .load(id)
+        .load_retrying(id)
         .await?
         .filter(|(st, _)| caller.is_admin() || st.tenant == caller.name())
         .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
