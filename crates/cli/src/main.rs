@@ -120,10 +120,11 @@ struct ClusterArgs {
     /// This node's id: lowercase letters, digits and `-` [default: the host name].
     #[arg(long, value_name = "ID")]
     node: Option<String>,
-    /// The HTTP URL other nodes use to reach this one [default: http://<listen address>].
+    /// The HTTP URL other nodes use to reach this one [default: http:// and the listen
+    /// address].
     #[arg(long, value_name = "URL")]
     advertise: Option<String>,
-    /// Where pipes from other nodes connect [default: <listen host>:0].
+    /// Where pipes from other nodes connect [default: the listen host, any free port].
     #[arg(long, value_name = "ADDR")]
     data_listen: Option<String>,
     /// The SeaweedFS volume server on this host, `host:port` as its master names it: members
