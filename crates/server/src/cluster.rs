@@ -1173,16 +1173,9 @@ impl Node {
 
     /// The stored answer of job `id`.
     async fn answer(&self, s: &Arc<Shared>, id: &str) -> Result<StoredAnswer, ApiError> {
-        let (s2, id2) = (s.clone(), id.to_string());
-        let meta = crate::objects::blocking(move || {
-            Ok(s2
-                .store
-                .s3()
-                .expect("s3")
-                .get_raw(&format!("cluster/results/{id2}.json"))?)
-        })
-        .await?
-        .ok_or_else(|| ApiError::Conflict(format!("job `{id}` has no result yet")))?;
+        let meta = read_raw(s, format!("cluster/results/{id}.json"))
+            .await?
+            .ok_or_else(|| ApiError::Conflict(format!("job `{id}` has no result yet")))?;
         serde_json::from_slice(&meta)
             .map_err(|e| ApiError::Internal(format!("job `{id}`'s stored result is damaged: {e}")))
     }
@@ -1442,6 +1435,20 @@ async fn store_retry<T: Send + 'static>(
     }
 }
 
+/// The raw object `rel` of the shared store (a stored answer, a part's result), read on the
+/// blocking pool.
+async fn read_raw(s: &Arc<Shared>, rel: String) -> Result<Option<Vec<u8>>, ApiError> {
+    let s = s.clone();
+    crate::objects::blocking(move || {
+        let s3 = s
+            .store
+            .s3()
+            .ok_or_else(|| ApiError::Internal("the cluster needs the S3 store".into()))?;
+        Ok(s3.get_raw(&rel)?)
+    })
+    .await
+}
+
 /// Removes the job from the set coordinated here when its coordination ends.
 struct Forget(Arc<Node>, String);
 
@@ -1653,16 +1660,9 @@ async fn answer_response(
             "application/json",
         )
     } else {
-        let (s2, id2) = (s.clone(), id.to_string());
-        let body = crate::objects::blocking(move || {
-            Ok(s2
-                .store
-                .s3()
-                .expect("s3")
-                .get_raw(&format!("cluster/results/{id2}.body"))?)
-        })
-        .await?
-        .unwrap_or_default();
+        let body = read_raw(s, format!("cluster/results/{id}.body"))
+            .await?
+            .unwrap_or_default();
         (
             StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Bytes::from(body),
