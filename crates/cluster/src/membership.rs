@@ -121,9 +121,19 @@ pub fn validate_node_id(id: &str) -> Result<(), String> {
 }
 
 impl Cluster {
-    /// Connects to NATS, makes sure the buckets exist, and starts the heartbeat and the
-    /// listener of other nodes' heartbeats (tasks on the current tokio runtime).
+    /// Connects, then announces this node at once: [`Cluster::connect`] and
+    /// [`Cluster::announce`].
     pub async fn join(config: ClusterConfig, load: LoadFn) -> Result<Arc<Cluster>, Error> {
+        let cluster = Cluster::connect(config, load).await?;
+        cluster.announce().await;
+        Ok(cluster)
+    }
+
+    /// Connects to NATS, makes sure the buckets exist, and starts listening to other nodes'
+    /// heartbeats (a task on the current tokio runtime), without announcing this node: the
+    /// caller first subscribes to what other nodes will ask of it, then calls
+    /// [`Cluster::announce`], so that a node others hear of can always be asked.
+    pub async fn connect(config: ClusterConfig, load: LoadFn) -> Result<Arc<Cluster>, Error> {
         validate_node_id(&config.node).map_err(Error::Config)?;
         if config.nats.is_empty() {
             return Err(Error::Config("no NATS server URL given".into()));
@@ -225,8 +235,17 @@ impl Cluster {
                 }
             }
         }
-        cluster.beat(0).await;
-        let beater = Arc::downgrade(&cluster);
+        Ok(cluster)
+    }
+
+    /// Starts this node's heartbeat (a task on the current tokio runtime), after making sure
+    /// the NATS server has every subscription made so far.
+    pub async fn announce(self: &Arc<Self>) {
+        if let Err(e) = self.client.flush().await {
+            tracing::debug!("flushing before the first heartbeat: {e}");
+        }
+        self.beat(0).await;
+        let beater = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut n = 1u64;
             loop {
@@ -241,7 +260,6 @@ impl Cluster {
                 tokio::time::sleep(period).await;
             }
         });
-        Ok(cluster)
     }
 
     fn info(&self, beat: u64) -> NodeInfo {

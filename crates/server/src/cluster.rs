@@ -68,6 +68,8 @@ use crate::tenants::Caller;
 const POLL: Duration = Duration::from_millis(200);
 /// How long a node has to accept an assignment.
 const ASSIGN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after an attempt that lost a node, times the attempt's number (up to 4).
+const LOST_BACKOFF: Duration = Duration::from_millis(500);
 /// How often a node looks for jobs whose coordinator died.
 const ORPHAN_SCAN: Duration = Duration::from_secs(1);
 /// How long a node keeps retrying JetStream while it recovers (a server died).
@@ -253,7 +255,9 @@ impl Node {
             weak.upgrade()
                 .map_or(0, |s| s.admission.in_flight() + s.admission.waiting())
         });
-        let cluster = Cluster::join(
+        // Connected but not yet announced: other nodes hear of this one only once it listens
+        // for their assignments (below).
+        let cluster = Cluster::connect(
             ClusterConfig {
                 nats: settings.nats.clone(),
                 node: settings.node.clone(),
@@ -320,6 +324,7 @@ impl Node {
                 n.plane.cancel(&key);
             }
         });
+        node.cluster.announce().await;
         // Takeovers.
         let (n, s) = (Arc::downgrade(&node), Arc::downgrade(shared));
         tokio::spawn(async move {
@@ -730,11 +735,8 @@ impl Node {
             let payload: Bytes = serde_json::to_vec(&assignment).expect("JSON").into();
             let mut lost: Vec<String> = Vec::new();
             for n in &nodes {
-                let ask = self
-                    .cluster
-                    .client()
-                    .request(format!("zvm.node.{n}.assign"), payload.clone());
-                if !matches!(tokio::time::timeout(ASSIGN_TIMEOUT, ask).await, Ok(Ok(_))) {
+                if let Err(why) = self.assign(n, &payload).await {
+                    tracing::warn!(job = %id, node = %n, attempt, "assigning: {why}");
                     lost.push(n.clone());
                     break;
                 }
@@ -837,9 +839,44 @@ impl Node {
                     );
                     return self.fail(s, st, rev, &job, why, started).await;
                 }
+                // A node restarting, or a network settling: give it a moment, longer each
+                // time, rather than spending every retry at once.
+                tokio::time::sleep(LOST_BACKOFF * st.attempt.min(4)).await;
                 continue;
             }
             return self.conclude(s, st, rev, &job, results, started).await;
+        }
+    }
+
+    /// Asks node `n` to run its part of an attempt, within [`ASSIGN_TIMEOUT`]. NATS
+    /// answering "no responders" while the node is still heard of means it is not listening
+    /// yet (a node just restarted under the same id, its subscription still on its way
+    /// through the NATS cluster): it is asked again until it answers, stops being heard of,
+    /// or the time is up.
+    async fn assign(&self, n: &str, payload: &Bytes) -> Result<(), String> {
+        let until = Instant::now() + ASSIGN_TIMEOUT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let ask = self
+                .cluster
+                .client()
+                .request(format!("zvm.node.{n}.assign"), payload.clone());
+            match tokio::time::timeout(left, ask).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e))
+                    if e.kind() == async_nats::RequestErrorKind::NoResponders
+                        && self.cluster.is_alive(n)
+                        && Instant::now() + POLL < until =>
+                {
+                    tokio::time::sleep(POLL).await;
+                }
+                Ok(Err(e)) => return Err(format!("node `{n}` did not take the assignment: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "node `{n}` did not answer within {ASSIGN_TIMEOUT:?}"
+                    ));
+                }
+            }
         }
     }
 

@@ -142,7 +142,11 @@ impl Rig {
         (0..self.nodes.len())
             .map(|i| {
                 let log = self.log(i);
-                let tail = &log[log.len().saturating_sub(6000)..];
+                let mut from = log.len().saturating_sub(6000);
+                while !log.is_char_boundary(from) {
+                    from += 1;
+                }
+                let tail = &log[from..];
                 format!("--- node n{i} ---\n{tail}\n")
             })
             .collect()
@@ -733,14 +737,15 @@ fn a_three_host_cluster_runs_jobs_like_one_machine_and_survives_failures() {
     rig.start_node(1, &[(zvm_server::cluster::CORRUPT_VAR, "1")]);
     rig.wait_members(0, &[0, 1, 2]);
     let (status, head, report) = rig.run_sync(0, &grind_job("corrupt", 3, 2).replace(GRIND, "20"));
-    assert_eq!(status, 200, "{head}");
-    assert_eq!(report["committed"], false, "{report:#}");
+    assert_eq!(status, 200, "{head}\n{}", rig.logs());
+    assert_eq!(report["committed"], false, "{report:#}\n{}", rig.logs());
     assert!(
         report["outcome_text"]
             .as_str()
             .unwrap()
             .contains("replicas disagree"),
-        "{report:#}"
+        "{report:#}\n{}",
+        rig.logs()
     );
     assert_eq!(rig.etag(0, "out/corrupt-1.txt"), None);
 
