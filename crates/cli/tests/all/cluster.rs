@@ -114,6 +114,22 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Str
     (status, head, answer[split + 4..].to_vec())
 }
 
+/// Whether `GET /healthz` at `addr` answers 200 (false on any failure, without waiting long).
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut c) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = Vec::new();
+    write!(
+        c,
+        "GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .is_ok()
+        && c.read_to_end(&mut answer).is_ok()
+        && answer.starts_with(b"HTTP/1.1 200")
+}
+
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
@@ -193,11 +209,12 @@ impl Rig {
             cmd.env(k, v);
         }
         self.nodes[i] = Some(cmd.spawn().expect("starting zvm serve in a host"));
+        // Up means answering HTTP: the listening socket exists (and accepts connections)
+        // before the node has joined the cluster, HTTP is served only after.
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(c) = TcpStream::connect_timeout(&self.addr(i), Duration::from_millis(300)) {
-                drop(c);
-                break;
+        while !healthy(self.addr(i)) {
+            if let Some(Ok(Some(status))) = self.nodes[i].as_mut().map(Child::try_wait) {
+                panic!("node n{i} exited ({status}):\n{}", self.log(i));
             }
             assert!(
                 Instant::now() < deadline,
@@ -264,6 +281,29 @@ impl Rig {
                 "the cluster never went idle: {v:#}"
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until node `i` runs VMs, as node 0 hears it (heartbeats carry the load).
+    fn wait_running(&self, i: usize) {
+        let deadline = Instant::now() + JOB_WAIT;
+        loop {
+            let (_, _, body) = request(self.addr(0), "GET", "/v1/cluster", b"");
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let running = v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["id"] == format!("n{i}") && n["running"].as_u64() > Some(0));
+            if running {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node n{i} never ran anything: {v:#}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -638,7 +678,7 @@ fn a_three_host_cluster_runs_jobs_like_one_machine_and_survives_failures() {
         "nothing placed on n2: {v:#}\nmembers: {}",
         String::from_utf8_lossy(&members)
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    rig.wait_running(2);
     rig.kill_node(2);
     let v = rig.wait_end(1, &id);
     assert_eq!(v["state"], "ok", "{v:#}\n{}", rig.logs());
@@ -674,7 +714,7 @@ fn a_three_host_cluster_runs_jobs_like_one_machine_and_survives_failures() {
         on.contains(&format!("n{cut}")),
         "nothing placed on n{cut}: {v:#}"
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    rig.wait_running(cut);
     rig.hosts.cut(cut);
     let v = rig.wait_end(0, &id);
     assert_eq!(v["state"], "ok", "{v:#}\n{}", rig.logs());
