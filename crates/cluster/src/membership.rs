@@ -387,6 +387,42 @@ impl Cluster {
             .is_some_and(|(_, at)| at.elapsed() < self.config.node_timeout)
     }
 
+    /// Asks node `node` (a NATS request to `subject`, which that node answers) and returns
+    /// its answer, within `timeout`. NATS answering "no responders" while the node is still
+    /// heard of means it is not listening yet: a node restarted under the same id, whose
+    /// predecessor's last heartbeat still counts and whose subscription may still be on its
+    /// way through the NATS cluster. It is asked again every `retry` until it answers,
+    /// stops being heard of, or the time is up.
+    pub async fn ask(
+        &self,
+        node: &str,
+        subject: String,
+        payload: bytes::Bytes,
+        timeout: Duration,
+        retry: Duration,
+    ) -> Result<async_nats::Message, String> {
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let request = self.client.request(subject.clone(), payload.clone());
+            match tokio::time::timeout(left, request).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(e))
+                    if e.kind() == async_nats::RequestErrorKind::NoResponders
+                        && self.is_alive(node)
+                        && Instant::now() + retry < until =>
+                {
+                    tokio::time::sleep(retry).await;
+                }
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    return Err(format!("node `{node}` is not listening on `{subject}`"));
+                }
+                Ok(Err(e)) => return Err(format!("asking node `{node}` on `{subject}`: {e}")),
+                Err(_) => return Err(format!("node `{node}` did not answer within {timeout:?}")),
+            }
+        }
+    }
+
     /// Node `id`'s last heartbeat, if heard of.
     pub fn node(&self, id: &str) -> Option<NodeInfo> {
         if id == self.config.node {

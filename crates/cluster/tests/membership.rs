@@ -1,7 +1,8 @@
 //! Membership and the data plane against a real NATS server: nodes hear each other, a node
 //! that stops beating is lost after the timeout, a node that leaves is gone at once; a pipe
 //! crosses two data planes whole (in either order of connection and registration), and a
-//! cancelled attempt fails its waiting pipe rather than leaving its reader hanging.
+//! cancelled attempt fails its waiting pipe rather than leaving its reader hanging; a node
+//! heard of but not yet listening is asked again until it listens or is no longer heard of.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -71,6 +72,89 @@ async fn nodes_hear_each_other_and_lose_the_silent_ones() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("Bad_Id"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_heard_of_but_not_yet_listening_is_asked_again() {
+    let Some(nats) = NatsCluster::start(&[Ipv4Addr::LOCALHOST]) else {
+        return;
+    };
+    let asker = Cluster::join(config(&nats, "asker"), Arc::new(|| 0))
+        .await
+        .expect("asker joins");
+    // "late" is heard of (it beats) but subscribes only after a second, as a node restarted
+    // under its id is heard of by its predecessor's heartbeats before it listens.
+    let late = Cluster::join(config(&nats, "late"), Arc::new(|| 0))
+        .await
+        .expect("late joins");
+    until("asker hears late", || asker.is_alive("late")).await;
+    let listener = late.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut sub = listener.client().subscribe("test.late").await.unwrap();
+        listener.client().flush().await.unwrap();
+        while let Some(m) = futures_util::StreamExt::next(&mut sub).await {
+            let reply = m.reply.expect("a request");
+            listener
+                .client()
+                .publish(reply, "yes".into())
+                .await
+                .unwrap();
+        }
+    });
+    let t = Instant::now();
+    let answer = asker
+        .ask(
+            "late",
+            "test.late".into(),
+            "?".into(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )
+        .await
+        .expect("asked until it listens");
+    assert_eq!(&answer.payload[..], b"yes");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A node that never listens is given up on once it is no longer heard of, well before
+    // the time is up.
+    let silent = Cluster::join(config(&nats, "silent"), Arc::new(|| 0))
+        .await
+        .expect("silent joins");
+    until("asker hears silent", || asker.is_alive("silent")).await;
+    drop(silent);
+    let t = Instant::now();
+    let e = asker
+        .ask(
+            "silent",
+            "test.silent".into(),
+            "?".into(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.contains("not listening"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    // Nobody of that name at all: no waiting.
+    let t = Instant::now();
+    let e = asker
+        .ask(
+            "nobody",
+            "test.nobody".into(),
+            "?".into(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.contains("not listening"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
 /// Reads everything from a pipe reader (waiting as needed), and how it ended.

@@ -735,7 +735,15 @@ impl Node {
             let payload: Bytes = serde_json::to_vec(&assignment).expect("JSON").into();
             let mut lost: Vec<String> = Vec::new();
             for n in &nodes {
-                if let Err(why) = self.assign(n, &payload).await {
+                // A node restarting under its id may not listen yet: asked again (`ask`).
+                let ask = self.cluster.ask(
+                    n,
+                    format!("zvm.node.{n}.assign"),
+                    payload.clone(),
+                    ASSIGN_TIMEOUT,
+                    POLL,
+                );
+                if let Err(why) = ask.await {
                     tracing::warn!(job = %id, node = %n, attempt, "assigning: {why}");
                     lost.push(n.clone());
                     break;
@@ -845,38 +853,6 @@ impl Node {
                 continue;
             }
             return self.conclude(s, st, rev, &job, results, started).await;
-        }
-    }
-
-    /// Asks node `n` to run its part of an attempt, within [`ASSIGN_TIMEOUT`]. NATS
-    /// answering "no responders" while the node is still heard of means it is not listening
-    /// yet (a node just restarted under the same id, its subscription still on its way
-    /// through the NATS cluster): it is asked again until it answers, stops being heard of,
-    /// or the time is up.
-    async fn assign(&self, n: &str, payload: &Bytes) -> Result<(), String> {
-        let until = Instant::now() + ASSIGN_TIMEOUT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let ask = self
-                .cluster
-                .client()
-                .request(format!("zvm.node.{n}.assign"), payload.clone());
-            match tokio::time::timeout(left, ask).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e))
-                    if e.kind() == async_nats::RequestErrorKind::NoResponders
-                        && self.cluster.is_alive(n)
-                        && Instant::now() + POLL < until =>
-                {
-                    tokio::time::sleep(POLL).await;
-                }
-                Ok(Err(e)) => return Err(format!("node `{n}` did not take the assignment: {e}")),
-                Err(_) => {
-                    return Err(format!(
-                        "node `{n}` did not answer within {ASSIGN_TIMEOUT:?}"
-                    ));
-                }
-            }
         }
     }
 
