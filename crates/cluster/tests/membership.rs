@@ -74,6 +74,22 @@ async fn nodes_hear_each_other_and_lose_the_silent_ones() {
     assert!(e.contains("Bad_Id"), "{e}");
 }
 
+/// `asker` asks `node` on `test.<node>` (10 s at most, again every 0.1 s): the answer, and
+/// how long it took.
+async fn ask(asker: &Cluster, node: &str) -> (Result<async_nats::Message, String>, Duration) {
+    let t = Instant::now();
+    let answer = asker
+        .ask(
+            node,
+            format!("test.{node}"),
+            "?".into(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )
+        .await;
+    (answer, t.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_heard_of_but_not_yet_listening_is_asked_again() {
     let Some(nats) = NatsCluster::start(&[Ipv4Addr::LOCALHOST]) else {
@@ -102,23 +118,9 @@ async fn a_node_heard_of_but_not_yet_listening_is_asked_again() {
                 .unwrap();
         }
     });
-    let t = Instant::now();
-    let answer = asker
-        .ask(
-            "late",
-            "test.late".into(),
-            "?".into(),
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-        )
-        .await
-        .expect("asked until it listens");
-    assert_eq!(&answer.payload[..], b"yes");
-    assert!(
-        t.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        t.elapsed()
-    );
+    let (answer, took) = ask(&asker, "late").await;
+    assert_eq!(&answer.expect("asked until it listens").payload[..], b"yes");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
 
     // A node that never listens is given up on once it is no longer heard of, well before
     // the time is up.
@@ -127,34 +129,16 @@ async fn a_node_heard_of_but_not_yet_listening_is_asked_again() {
         .expect("silent joins");
     until("asker hears silent", || asker.is_alive("silent")).await;
     drop(silent);
-    let t = Instant::now();
-    let e = asker
-        .ask(
-            "silent",
-            "test.silent".into(),
-            "?".into(),
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-        )
-        .await
-        .unwrap_err();
+    let (answer, took) = ask(&asker, "silent").await;
+    let e = answer.unwrap_err();
     assert!(e.contains("not listening"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(took < Duration::from_secs(5), "{took:?}");
 
     // Nobody of that name at all: no waiting.
-    let t = Instant::now();
-    let e = asker
-        .ask(
-            "nobody",
-            "test.nobody".into(),
-            "?".into(),
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-        )
-        .await
-        .unwrap_err();
+    let (answer, took) = ask(&asker, "nobody").await;
+    let e = answer.unwrap_err();
     assert!(e.contains("not listening"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(took < Duration::from_secs(1), "{took:?}");
 }
 
 /// Reads everything from a pipe reader (waiting as needed), and how it ended.
