@@ -3,10 +3,11 @@
 //!
 //! # A guided tour
 //!
-//! * **Joining** ([`Node::start`]): the node joins through [`zvm_cluster::Cluster`]
-//!   (heartbeats with its load, the JetStream key-value buckets), listens for pipes
-//!   ([`zvm_cluster::DataPlane`]), and subscribes to its assignment subject
-//!   `zvm.node.<id>.assign` and to `zvm.job.abort`.
+//! * **Joining** ([`Node::start`]): the node listens for pipes ([`zvm_cluster::DataPlane`]),
+//!   connects through [`zvm_cluster::Cluster`] (the JetStream key-value buckets, other
+//!   nodes' heartbeats), subscribes to its assignment subject `zvm.node.<id>.assign` and to
+//!   `zvm.job.abort`, and only then announces itself (heartbeats with its load): a node
+//!   others hear of can always be assigned work.
 //! * **Submitting** (`POST /v1/jobs`, `submit`): the receiving node checks and resolves the
 //!   job as a single node would (`jobs::prepare`: every path an object, the tenant's
 //!   rights), records it in the `zvm-jobs` bucket under a new id (`cj-...`) with itself as
