@@ -336,6 +336,21 @@ impl Cluster {
         &self.jobs
     }
 
+    /// The revision of job record `key` if it holds exactly `value`. A create or a
+    /// compare-and-set whose answer was lost (the connection to NATS dropped after the
+    /// server stored the write) is refused when tried again: the key exists, or the
+    /// revision moved on. This tells such a write, done, from one that someone else's beat.
+    /// Sound as long as no two writers write the same bytes: zvm's job records name their
+    /// coordinator, its incarnation and the attempt.
+    pub async fn record_written(&self, key: &str, value: &[u8]) -> Option<u64> {
+        match self.jobs.entry(key).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put && e.value.as_ref() == value => {
+                Some(e.revision)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this node is connected to a NATS server now.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

@@ -2,7 +2,8 @@
 //! that stops beating is lost after the timeout, a node that leaves is gone at once; a pipe
 //! crosses two data planes whole (in either order of connection and registration), and a
 //! cancelled attempt fails its waiting pipe rather than leaving its reader hanging; a node
-//! heard of but not yet listening is asked again until it listens or is no longer heard of.
+//! heard of but not yet listening is asked again until it listens or is no longer heard of;
+//! a job-record write whose answer was lost is found done, and one beaten is not.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -139,6 +140,38 @@ async fn a_node_heard_of_but_not_yet_listening_is_asked_again() {
     let e = answer.unwrap_err();
     assert!(e.contains("not listening"), "{e}");
     assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_write_whose_answer_was_lost_is_found_done() {
+    let Some(nats) = NatsCluster::start(&[Ipv4Addr::LOCALHOST]) else {
+        return;
+    };
+    let a = Cluster::join(config(&nats, "a"), Arc::new(|| 0))
+        .await
+        .expect("a joins");
+    let jobs = a.jobs();
+    // A create whose answer was lost: tried again, the key exists; it holds these bytes.
+    let first = jobs.create("cj-1", "mine".into()).await.unwrap();
+    let again = jobs.create("cj-1", "mine".into()).await.unwrap_err();
+    assert_eq!(
+        again.kind(),
+        async_nats::jetstream::kv::CreateErrorKind::AlreadyExists
+    );
+    assert_eq!(a.record_written("cj-1", b"mine").await, Some(first));
+    // Someone else's record is not taken for this one.
+    assert_eq!(a.record_written("cj-1", b"yours").await, None);
+    assert_eq!(a.record_written("cj-2", b"mine").await, None);
+    // A compare-and-set whose answer was lost: tried again, the revision moved on.
+    let second = jobs.update("cj-1", "mine, 2".into(), first).await.unwrap();
+    assert!(jobs.update("cj-1", "mine, 2".into(), first).await.is_err());
+    assert_eq!(a.record_written("cj-1", b"mine, 2").await, Some(second));
+    // One beaten by another writer is not done.
+    jobs.update("cj-1", "theirs".into(), second).await.unwrap();
+    assert_eq!(a.record_written("cj-1", b"mine, 2").await, None);
+    // A deleted record holds nothing.
+    jobs.delete("cj-1").await.unwrap();
+    assert_eq!(a.record_written("cj-1", b"theirs").await, None);
 }
 
 /// Reads everything from a pipe reader (waiting as needed), and how it ended.

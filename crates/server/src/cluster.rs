@@ -475,7 +475,8 @@ impl Node {
                     if e.kind()
                         == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision =>
                 {
-                    return None;
+                    // Perhaps an earlier try of this very write, whose answer was lost.
+                    return self.cluster.record_written(&st.id, &value).await;
                 }
                 Err(e) => {
                     tracing::debug!("saving job `{}`: {e}; retrying", st.id);
@@ -1617,6 +1618,19 @@ pub(crate) async fn submit(
     let rev = loop {
         match node.cluster.jobs().create(&st.id, value.clone()).await {
             Ok(rev) => break rev,
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                // The id is new, so the record is this request's, from a try whose answer
+                // was lost; or someone else's record, which is refused below.
+                match node.cluster.record_written(&st.id, &value).await {
+                    Some(rev) => break rev,
+                    None => {
+                        return Err(ApiError::Internal(format!(
+                            "recording the job in NATS: job `{}` exists already",
+                            st.id
+                        )));
+                    }
+                }
+            }
             Err(e) if Instant::now() > deadline => {
                 return Err(ApiError::Unavailable(format!(
                     "recording the job in NATS: {e}"
